@@ -1,0 +1,13 @@
+"""recbole-trsr: LLM-TRSR (WWW 2024) as a RecBole plugin, compared with RecBole's models on one protocol."""
+
+from recbole_trsr import compat
+
+compat.apply()  # before anything below imports RecBole
+
+from recbole_trsr.model import RandomRank, RandomRankTrainer  # noqa: E402
+from recbole_trsr.registry import get_model_class, register_model  # noqa: E402
+
+register_model(RandomRank, trainer_class=RandomRankTrainer)
+
+__version__ = "0.1.0"
+__all__ = ["get_model_class", "register_model", "RandomRank", "__version__"]

@@ -1,0 +1,98 @@
+"""Command line of run_recbole_trsr.py, in the manner of RecBole's run_recbole.py."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import sys
+
+import yaml
+
+from recbole_trsr.comparison import write_comparison
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.runner import run_comparison
+
+KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+LITERAL_OPENERS = ("[", "{", "(")
+
+
+def parse_overrides(arguments: list[str]) -> dict[str, str]:
+    """``--key=value`` arguments as a dict of strings; RecBole's Config converts the values."""
+    overrides = {}
+    for argument in arguments:
+        if not argument.startswith("--") or "=" not in argument:
+            raise UserInputError(f"malformed argument '{argument}': expected --key=value")
+        key, value = argument[2:].split("=", 1)
+        if not KEY_PATTERN.match(key):
+            raise UserInputError(f"malformed argument '{argument}': '{key}' is not a config key")
+        if value == "":
+            raise UserInputError(f"malformed argument '{argument}': --{key} has no value")
+        if value.lstrip().startswith(LITERAL_OPENERS):
+            try:
+                ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise UserInputError(
+                    f"malformed argument '{argument}': the value of --{key} is not a valid list or dict"
+                ) from None
+        if key in overrides and overrides[key] != value:
+            raise UserInputError(f"--{key} is given twice with different values")
+        overrides[key] = value
+    return overrides
+
+
+def check_config_files(files: list[str]) -> None:
+    for file in files:
+        if not os.path.isfile(file):
+            raise UserInputError(f"config file '{file}' does not exist")
+        try:
+            with open(file, encoding="utf-8") as stream:
+                content = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserInputError(f"config file '{file}' is not valid YAML{where}") from None
+        if content is not None and not isinstance(content, dict):
+            raise UserInputError(f"config file '{file}' must hold key: value pairs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_trsr.py",
+        description="Train and compare RecBole models (and the plugin's) on one dataset, split and "
+        "set of test candidates. Any other --key=value is passed to RecBole's Config.",
+        allow_abbrev=False,  # --data_path must never be taken for --dataset
+    )
+    parser.add_argument("--model", "-m", default="SASRec,GRU4Rec", help="model name, or names separated by commas")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", default="", help="YAML files, separated by spaces")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = build_parser().parse_known_args(argv)
+    try:
+        return run(args, rest)
+    except UserInputError as error:
+        if args.debug:
+            raise
+        print(f"run_recbole_trsr.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args, rest: list[str]) -> int:
+    overrides = parse_overrides(rest)
+    models = [name.strip() for name in args.model.split(",") if name.strip()]
+    if not models:
+        raise UserInputError("--model names no model")
+    config_files = args.config_files.split()
+    check_config_files(config_files)
+
+    runs = run_comparison(models, args.dataset, config_files, overrides)
+    markdown, md_path, csv_path = write_comparison(runs, args.dataset, runs[0].config["output_dir"])
+    print(markdown)
+    print(f"\nwritten to {md_path} and {csv_path}")
+    return 0

@@ -1,0 +1,70 @@
+"""Checks of a dataset's atomic files, made before RecBole reads them.
+
+RecBole answers a missing folder by starting its downloader (which waits on stdin when offline) and a
+missing column with a KeyError deep in pandas; these checks name the file, the column and the fix instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.property_files import known_datasets
+
+HOW_TO_GET_DATA = "see 'Datasets' in the README for how to get the files"
+
+
+def atomic_file(config, suffix: str) -> str:
+    return os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+
+
+def read_header(path: str, separator: str) -> list[str]:
+    """Column names of an atomic file (the header is ``name:type`` separated by ``separator``)."""
+    with open(path, encoding="utf-8") as stream:
+        header = stream.readline().rstrip("\r\n")
+    return [column.split(":", 1)[0] for column in header.split(separator)]
+
+
+def required_inter_columns(config) -> list[str]:
+    load_col = config["load_col"]
+    if isinstance(load_col, dict) and load_col.get("inter"):
+        return list(load_col["inter"])
+    columns = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
+    if config["eval_args"].get("order") == "TO":
+        columns.append(config["TIME_FIELD"])
+    return columns
+
+
+def check_dataset_files(config) -> None:
+    """Raise UserInputError unless the .inter file and the configured item text fields are all there."""
+    dataset = config["dataset"]
+    folder = config["data_path"]
+    inter_file = atomic_file(config, "inter")
+    separator = config["field_separator"]
+    if not os.path.isfile(inter_file):
+        if dataset in known_datasets():
+            raise UserInputError(
+                f"dataset '{dataset}': no {dataset}.inter in {os.path.abspath(folder)}; "
+                f"{HOW_TO_GET_DATA}, then pass --data_path=<folder that holds {dataset}/>"
+            )
+        raise UserInputError(
+            f"unknown dataset '{dataset}': {os.path.abspath(inter_file)} does not exist; "
+            f"known datasets: {', '.join(known_datasets())}; "
+            f"a dataset of your own needs <data_path>/{dataset}/{dataset}.inter"
+        )
+    columns = read_header(inter_file, separator)
+    for column in required_inter_columns(config):
+        if column not in columns:
+            raise UserInputError(f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)})")
+    text_fields = config["item_text_fields"] or []
+    if not text_fields:
+        return
+    item_file = atomic_file(config, "item")
+    if not os.path.isfile(item_file):
+        raise UserInputError(f"item_text_fields names {', '.join(text_fields)}, but {item_file} does not exist")
+    columns = read_header(item_file, separator)
+    for field in [config["ITEM_ID_FIELD"], *text_fields]:
+        if field not in columns:
+            raise UserInputError(
+                f"{item_file} has no column '{field}' named in item_text_fields (its columns: {', '.join(columns)})"
+            )

@@ -1,0 +1,51 @@
+"""Peak memory of one stretch of work inside a long-lived process (several models run one after another)."""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+
+CLEAR_REFS = "/proc/self/clear_refs"
+STATUS = "/proc/self/status"
+
+
+class PeakMemory:
+    """Context manager: peak resident memory (and peak CUDA memory) while the block ran.
+
+    On Linux the kernel's high-water mark is reset on entry (writing 5 to /proc/self/clear_refs), so the
+    peak belongs to the block alone. Elsewhere the process-wide peak is reported and ``per_block`` is False.
+    """
+
+    def __init__(self):
+        self.rss_mb = 0.0
+        self.cuda_mb = 0.0
+        self.per_block = False
+
+    def __enter__(self):
+        try:
+            with open(CLEAR_REFS, "w") as stream:
+                stream.write("5")
+            self.per_block = True
+        except OSError:
+            self.per_block = False
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.rss_mb = high_water_mark_mb()
+        if torch.cuda.is_available():
+            self.cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+        return False
+
+
+def high_water_mark_mb() -> float:
+    try:
+        with open(STATUS) as stream:
+            for line in stream:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

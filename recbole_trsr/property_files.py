@@ -1,0 +1,26 @@
+"""Where the plugin's YAML properties live, and which of them apply to a model and a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def properties_dir() -> Path:
+    """``properties/`` of a source checkout, or its copy inside an installed wheel."""
+    for candidate in (_PACKAGE_DIR / "properties", _PACKAGE_DIR.parent / "properties"):
+        if (candidate / "overall.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"recbole-trsr's properties/overall.yaml is missing next to {_PACKAGE_DIR}")
+
+
+def property_files(model: str, dataset: str) -> list[str]:
+    """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high."""
+    root = properties_dir()
+    files = [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+    return [str(path) for path in files if path.is_file()]
+
+
+def known_datasets() -> list[str]:
+    return sorted(path.stem for path in (properties_dir() / "dataset").glob("*.yaml"))

@@ -1,0 +1,114 @@
+"""Train and test several models on one dataset, one split and the same sampled test candidates."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from recbole.data import create_dataset, data_preparation
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.utils import get_trainer, init_logger, init_seed
+
+from recbole_trsr.candidates import CandidateLog
+from recbole_trsr.config import TRSRConfig
+from recbole_trsr.datasets import check_dataset_files
+from recbole_trsr.memory import PeakMemory
+from recbole_trsr.registry import get_model_class
+
+RANDOM_BASELINE = "RandomRank"
+
+
+@dataclass
+class ModelRun:
+    """What one model's run produced, for the comparison table."""
+
+    model: str
+    test_result: dict
+    best_valid_result: dict | None
+    train_seconds: float
+    epochs: int
+    test_seconds: float
+    test_users: int
+    peak_rss_mb: float
+    peak_cuda_mb: float
+    candidates: CandidateLog = field(repr=False)
+    config: TRSRConfig = field(repr=False)
+
+
+def start_model_logger(config) -> None:
+    """RecBole's init_logger, once per model: its basicConfig call is a no-op while handlers remain."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    init_logger(config)
+
+
+def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSRConfig:
+    config = TRSRConfig(get_model_class(model_name), dataset, config_files, overrides)
+    check_dataset_files(config)
+    return config
+
+
+def run_model(config: TRSRConfig) -> ModelRun:
+    """RecBole's run_recbole for one config, timed, with the test candidates recorded."""
+    init_seed(config["seed"], config["reproducibility"])
+    start_model_logger(config)
+    logger = logging.getLogger()
+    logger.info(config)
+    with PeakMemory() as memory:
+        dataset = create_dataset(config)
+        logger.info(dataset)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        model = config.model_class(config, train_data._dataset).to(config["device"])
+        logger.info(model)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+        started = time.perf_counter()
+        _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+        train_seconds = time.perf_counter() - started
+
+        # RecBole draws test negatives from numpy's global state while it iterates; re-seeding here gives
+        # every model the same candidates, whatever its training consumed.
+        init_seed(config["seed"], config["reproducibility"])
+        log = CandidateLog(dataset, sampled=not isinstance(test_data, FullSortEvalDataLoader))
+        started = time.perf_counter()
+        with log.recording(trainer):
+            test_result = trainer.evaluate(
+                test_data,
+                load_best_model=os.path.isfile(trainer.saved_model_file),
+                show_progress=config["show_progress"],
+            )
+        test_seconds = time.perf_counter() - started
+    logger.info(f"test result: {dict(test_result)}")
+    return ModelRun(
+        model=config["model"],
+        test_result=dict(test_result),
+        best_valid_result=dict(best_valid_result) if best_valid_result else None,
+        train_seconds=train_seconds,
+        epochs=len(trainer.train_loss_dict),
+        test_seconds=test_seconds,
+        test_users=test_data.sample_size,
+        peak_rss_mb=memory.rss_mb,
+        peak_cuda_mb=memory.cuda_mb,
+        candidates=log,
+        config=config,
+    )
+
+
+def run_comparison(model_names, dataset, config_files=None, overrides=None) -> list[ModelRun]:
+    """Run every model (plus the random ranking) and return their runs in order.
+
+    All configs are built and all files checked before the first model trains, so a typo in the last
+    model's name does not cost the first model's training.
+    """
+    names = list(dict.fromkeys(model_names))
+    if RANDOM_BASELINE not in names:
+        names.append(RANDOM_BASELINE)
+    configs = [build_config(name, dataset, config_files, overrides) for name in names]
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+    return [run_model(config) for config in configs]

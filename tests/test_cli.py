@@ -1,0 +1,92 @@
+"""Bad input on the command line: one line naming the culprit, a non-zero exit, no traceback unless --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_trsr.cli import main
+from tests.conftest import as_arguments
+
+SCRIPT = str(Path(__file__).resolve().parents[1] / "run_recbole_trsr.py")
+
+
+def run_cli(capsys, arguments):
+    code = main(arguments)
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def assert_one_line_error(code, error, *fragments):
+    assert code == 2
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith("run_recbole_trsr.py: error: ")
+    assert "Traceback" not in error
+    for fragment in fragments:
+        assert fragment in error
+
+
+def test_unknown_model(capsys, tiny_overrides):
+    code, error = run_cli(capsys, ["--model=SASRec,NoSuchModel", "--dataset=tiny", *as_arguments(tiny_overrides)])
+    assert_one_line_error(code, error, "unknown model 'NoSuchModel'", "SASRec", "GRU4Rec", "RandomRank")
+
+
+def test_unknown_dataset(capsys, tiny_overrides):
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=nosuchset", *as_arguments(tiny_overrides)])
+    assert_one_line_error(code, error, "unknown dataset 'nosuchset'", "amazon", "ml-100k")
+
+
+def test_missing_data_folder_names_it_and_never_downloads(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=amazon", f"--data_path={empty}"])
+    assert_one_line_error(code, error, "dataset 'amazon'", str(empty / "amazon"), "README")
+
+
+def test_item_file_without_a_configured_text_field(capsys, tiny_overrides):
+    arguments = as_arguments({**tiny_overrides, "item_text_fields": "['title', 'description']"})
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=tiny", *arguments])
+    assert_one_line_error(code, error, "tiny.item has no column 'description'", "item_text_fields")
+
+
+def test_inter_file_with_a_missing_column(capsys, tiny_overrides):
+    inter = Path(tiny_overrides["data_path"]) / "tiny" / "tiny.inter"
+    lines = inter.read_text().splitlines()
+    inter.write_text("\n".join("\t".join(line.split("\t")[:2]) for line in lines) + "\n")
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_overrides)])
+    assert_one_line_error(code, error, "tiny.inter has no column 'timestamp'")
+
+
+@pytest.mark.parametrize(
+    ("argument", "fragment"),
+    [
+        ("--epochs", "expected --key=value"),
+        ("epochs=3", "expected --key=value"),
+        ("--epochs=", "--epochs has no value"),
+        ("--=3", "is not a config key"),
+        ("--eval_args={'mode': 'full'", "not a valid list or dict"),
+    ],
+)
+def test_malformed_key_value(capsys, argument, fragment):
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=ml-100k", argument])
+    assert_one_line_error(code, error, "malformed argument", fragment)
+
+
+def test_missing_config_file(capsys, tmp_path):
+    code, error = run_cli(capsys, ["--model=SASRec", f"--config_files={tmp_path / 'nope.yaml'}"])
+    assert_one_line_error(code, error, "config file", "nope.yaml", "does not exist")
+
+
+def test_exit_status_and_debug_traceback_from_the_script(tmp_path):
+    command = [sys.executable, SCRIPT, "--model=NoSuchModel", "--dataset=ml-100k"]
+    quiet = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [quiet.stderr.strip()]
+    assert "Traceback" not in quiet.stderr
+    loud = subprocess.run([*command, "--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert loud.returncode != 0
+    assert "Traceback" in loud.stderr and "UserInputError" in loud.stderr
