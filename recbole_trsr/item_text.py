@@ -79,6 +79,9 @@ class ItemTexts:
     def __len__(self):
         return len(self._texts)
 
+    def __iter__(self):
+        return iter(self._texts)
+
     def __contains__(self, token):
         return token in self._texts
 

@@ -67,3 +67,20 @@ def tiny_overrides(tmp_path, monkeypatch) -> dict:
 
 def as_arguments(overrides: dict) -> list[str]:
     return [f"--{key}={value}" for key, value in overrides.items()]
+
+
+@pytest.fixture(scope="session")
+def default_llm():
+    """The embedded default model (SmolLM2-135M-Instruct), converted once into the user cache."""
+    from recbole_trsr.llm.loading import load_llm
+
+    return load_llm()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(default_llm):
+    """A random 2-layer, 64-wide Llama over the default model's real tokenizer."""
+    from recbole_trsr.llm.random_models import tiny_llama
+
+    _, tokenizer = default_llm
+    return tiny_llama(tokenizer), tokenizer

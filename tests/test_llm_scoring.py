@@ -1,0 +1,96 @@
+"""Yes/no scoring with a shared prefix equals scoring every full prompt on its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.scoring import YesNoScorer, resolve_verbalizer
+
+PREFIX = (
+    "Given a preference summary of the user, and information related to the historical items the user has "
+    "purchased, predict whether the user will buy the given next product. Please output 'yes' or 'no'.\n"
+    "[Preference Summary] The user buys affordable drugstore makeup, mostly lip products, and some skin care.\n"
+    "[Historical Items]\n1. title: Red lipstick; brand: Maybelline\n2. title: Lip liner; price: 4.99\n"
+)
+CANDIDATES = [
+    "[Next Item] title: Pink lip gloss; brand: NYX\nAnswer:",
+    "[Next Item] title: Cordless drill 18V\nAnswer:",
+    "[Next Item] title: Moisturizer SPF 30; categories: Beauty, Skin Care, Face; price: 12.50\nAnswer:",
+    "[Next Item] title: Pink lip gloss; brand: NYX\nAnswer:",  # a repeated candidate
+    "[Next Item] x\nAnswer:",
+]
+
+
+def full_prompt_ids(tokenizer):
+    prefix = tokenizer(PREFIX)["input_ids"]
+    return [prefix + tokenizer.encode(text, add_special_tokens=False) for text in CANDIDATES]
+
+
+def test_verbalizer_of_the_default_tokenizer(default_llm):
+    _, tokenizer = default_llm
+    verbalizer = resolve_verbalizer(tokenizer)
+    assert (verbalizer.yes, verbalizer.no) == (" yes", " no")
+    assert (verbalizer.yes_id, verbalizer.no_id) == (9805, 787)
+    assert tokenizer.decode([verbalizer.yes_id]) == " yes"
+    assert resolve_verbalizer(tokenizer, "Yes", "No").yes_id == tokenizer.encode(" Yes", add_special_tokens=False)[0]
+
+
+def test_answer_words_that_are_not_single_tokens(default_llm):
+    _, tokenizer = default_llm
+    with pytest.raises(UserInputError, match="no single-token answer for 'absolutely'/'nope'"):
+        resolve_verbalizer(tokenizer, "absolutely", "nope")
+
+
+@pytest.mark.parametrize("which", ["tiny_lm", "default_llm"])
+def test_shared_prefix_equals_full_prompts(request, which):
+    model, tokenizer = request.getfixturevalue(which)
+    scorer = YesNoScorer(model, tokenizer)
+    shared = scorer.score(PREFIX, CANDIDATES)
+    separate = scorer.score_full_prompts(full_prompt_ids(tokenizer), batch_size=2)
+    assert shared.shape == (len(CANDIDATES),)
+    assert (shared - separate).abs().max().item() <= 1e-4
+    assert shared[0] == shared[3]
+    assert ((shared > 0) & (shared < 1)).all()
+
+
+def test_scores_match_the_full_softmax_of_the_model(default_llm):
+    model, tokenizer = default_llm
+    scorer = YesNoScorer(model, tokenizer)
+    ids = full_prompt_ids(tokenizer)[1]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    expected = torch.softmax(logits[[9805, 787]], dim=-1)[0]
+    assert scorer.score(PREFIX, [CANDIDATES[1]])[0].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_empty_candidate_list(tiny_lm):
+    scorer = YesNoScorer(*tiny_lm)
+    assert scorer.score(PREFIX, []).shape == (0,)
+    assert scorer.score_full_prompts([]).shape == (0,)
+
+
+def test_prompt_longer_than_the_context_window(tiny_lm):
+    scorer = YesNoScorer(*tiny_lm)
+    with pytest.raises(UserInputError, match="exceeds the model's context window of 2048"):
+        scorer.score("word " * 2050, CANDIDATES[:1])
+
+
+def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm):
+    model, tokenizer = tiny_lm
+    scorer = YesNoScorer(model, tokenizer)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    requests = [
+        (encode(PREFIX), [encode(text) for text in CANDIDATES]),
+        (encode("[Preference Summary] short\n"), [encode(text) for text in CANDIDATES[1:3]]),
+        (encode("no candidates for this user\n"), []),
+        (encode(PREFIX + PREFIX), [encode(CANDIDATES[4])]),
+    ]
+    batched = scorer.score_batch(requests)
+    for (prefix, suffixes), scores in zip(requests, batched, strict=True):
+        alone = scorer.score_full_prompts([prefix + suffix for suffix in suffixes]) if suffixes else torch.empty(0)
+        assert scores.shape == (len(suffixes),)
+        assert torch.isfinite(scores).all()
+        if suffixes:
+            assert (scores - alone).abs().max().item() <= 1e-4
