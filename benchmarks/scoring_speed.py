@@ -76,8 +76,9 @@ def build_users(tokenizer, users: int, candidates: int, seed: int):
     for user in range(users):
         own = texts[user * (3 + candidates) : (user + 1) * (3 + candidates)]
         recent = "".join(f"{n}. {text}\n" for n, text in enumerate(own[:3], start=1))
-        prefix = tokenizer(INSTRUCTION + SUMMARY + "[Historical Items]\n" + recent)["input_ids"]
-        suffixes = [tokenizer.encode(f"[Next Item] {text}\nAnswer:", add_special_tokens=False) for text in own[3:]]
+        # Everything the candidates share, the "[Next Item]" label included, belongs to the prefix.
+        prefix = tokenizer(INSTRUCTION + SUMMARY + "[Historical Items]\n" + recent + "[Next Item]")["input_ids"]
+        suffixes = [tokenizer.encode(f" {text}\nAnswer:", add_special_tokens=False) for text in own[3:]]
         built.append((prefix, suffixes))
     return built
 

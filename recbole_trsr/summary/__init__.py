@@ -1,0 +1,1 @@
+"""Preference summaries: history blocks, hierarchical and recurrent summarization, and their persistent store."""

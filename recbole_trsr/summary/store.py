@@ -1,0 +1,114 @@
+"""A persistent, content-addressed store of LLM outputs (summaries), in SQLite from the standard library.
+
+A summary's key is a hash of everything its text depends on: the kind of call, the prompt (which holds the
+template, the items' text and any earlier summary), the model and the generation settings. Changing any of
+them asks for new summaries; changing none finds the old ones. Each batch is committed as soon as it is
+generated, so a run that is killed loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from recbole_trsr.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x54525352  # "TRSR": marks an SQLite file as this store
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS summaries (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    new_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def summary_key(**parts) -> str:
+    """A stable key for a summary from the parts its text depends on (JSON-serializable values)."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+class SummaryStore:
+    """Summaries by key. A file that is not an SQLite database, or one written by another program, is
+    set aside (renamed ``<name>.corrupt-<time>``) and a new store is started, with a warning saying so;
+    ``rebuild=False`` raises a one-line error instead."""
+
+    def __init__(self, path: str | os.PathLike, rebuild: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.connection = self._open()
+        except (sqlite3.DatabaseError, ValueError) as error:
+            if not rebuild:
+                raise UserInputError(f"summary store {self.path} is unreadable ({error}); move it away") from None
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            logger.warning(f"summary store {self.path} was unreadable ({error}); moved to {aside}, starting anew")
+            self.connection = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path)
+        try:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if application_id == 0 and not tables:  # a new file
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif application_id != APPLICATION_ID:
+                raise ValueError("not a recbole-trsr summary store")
+            elif connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                raise ValueError("written by another version of recbole-trsr")
+            connection.execute("PRAGMA journal_mode = WAL")  # readers and a killed writer leave it intact
+            connection.execute(SCHEMA)
+            connection.commit()
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def get_many(self, keys) -> dict[str, StoredSummary]:
+        found = {}
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            chunk = keys[start : start + 500]
+            placeholders = ",".join("?" * len(chunk))
+            rows = self.connection.execute(
+                f"SELECT key, text, prompt_tokens, new_tokens FROM summaries WHERE key IN ({placeholders})", chunk
+            )
+            for key, text, prompt_tokens, new_tokens in rows:
+                found[key] = StoredSummary(text, prompt_tokens, new_tokens)
+        return found
+
+    def put_many(self, items: dict[str, StoredSummary]) -> None:
+        """Store and commit at once."""
+        now = time.time()
+        with self.connection:
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?)",
+                [(key, s.text, s.prompt_tokens, s.new_tokens, now) for key, s in items.items()],
+            )
+
+    def __len__(self) -> int:
+        return self.connection.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+
+    def close(self) -> None:
+        self.connection.close()

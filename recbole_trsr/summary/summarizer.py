@@ -1,0 +1,161 @@
+"""Turns users' histories into preference summaries, hierarchically or recurrently, through the store.
+
+Work goes level by level across all users, so that every LLM call of a level is batched with the others:
+hierarchical: every block summary, then every merge; recurrent: step 1 of every chain, then step 2, ...
+A summary already in the store is never asked for again, within a run or across runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from recbole_trsr.summary.blocks import block_items
+from recbole_trsr.summary.prompts import SummaryPrompts
+from recbole_trsr.summary.store import StoredSummary, SummaryStore, summary_key
+
+
+@dataclass
+class SummaryStats:
+    calls: int = 0  # LLM calls made in this run
+    reused: int = 0  # summaries found in the store
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    empty: int = 0  # generations that came back empty (stored as empty)
+    seconds: float = 0.0
+    users: set = field(default_factory=set)
+
+    def calls_per_user(self) -> float:
+        return (self.calls + self.reused) / max(len(self.users), 1)
+
+
+class Summarizer:
+    """Summaries of the first ``j`` complete blocks of users' histories.
+
+    Args:
+        backend: has ``identity`` (a string naming the model and generation settings) and
+            ``generate(prompts, progress) -> list of objects with text, prompt_tokens, new_tokens``.
+        store: the SummaryStore results go to.
+        item_text: the text of an item, by item token.
+        mode: "hierarchical" or "recurrent".
+    """
+
+    def __init__(
+        self,
+        backend,
+        store: SummaryStore,
+        item_text: Callable[[str], str],
+        mode: str,
+        block_size: int = 5,
+        max_blocks: int = 5,
+        prompts: SummaryPrompts | None = None,
+        chunk_size: int = 32,
+        progress: bool = True,
+    ):
+        if mode not in ("hierarchical", "recurrent"):
+            raise ValueError(f"summary_mode '{mode}' does not summarize")
+        self.backend = backend
+        self.store = store
+        self.item_text = item_text
+        self.mode = mode
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        self.prompts = prompts or SummaryPrompts()
+        self.chunk_size = chunk_size  # prompts generated, then committed, at a time
+        self.progress = progress
+        self.stats = SummaryStats()
+
+    def block_texts(self, history: Sequence[str], block: int) -> list[str]:
+        return [self.item_text(item) for item in block_items(history, block, self.block_size)]
+
+    def summarize(self, requests: dict) -> dict[tuple, str]:
+        """``requests``: {user: (history, counts)}, the history as item tokens (oldest first) and the
+        numbers of complete blocks whose summary is wanted. Returns {(user, count): summary}."""
+        self._started = started = time.perf_counter()
+        self.stats.users.update(requests)
+        wanted = {(user, count) for user, (_, counts) in requests.items() for count in counts if count > 0}
+        bar = tqdm(total=0, desc=f"{self.mode} summaries", unit="call", disable=not self.progress)
+        try:
+            if self.mode == "hierarchical":
+                result = self._hierarchical(requests, wanted, bar)
+            else:
+                result = self._recurrent(requests, wanted, bar)
+        finally:
+            bar.close()
+        self.stats.seconds += time.perf_counter() - started
+        return result
+
+    def _hierarchical(self, requests, wanted, bar) -> dict[tuple, str]:
+        windows = {(u, c): range(max(0, c - self.max_blocks), c) for u, c in wanted}
+        block_prompts = {
+            (user, block): self.prompts.block_prompt(self.block_texts(requests[user][0], block))
+            for (user, _), window in windows.items()
+            for block in window
+        }
+        block_summaries = self._run(block_prompts, bar)
+        merge_prompts = {
+            node: self.prompts.merge_prompt([block_summaries[(node[0], block)] for block in window])
+            for node, window in windows.items()
+            if len(window) > 1
+        }
+        merged = self._run(merge_prompts, bar)
+        return {
+            node: merged[node] if len(window) > 1 else block_summaries[(node[0], window[0])]
+            for node, window in windows.items()
+        }
+
+    def _recurrent(self, requests, wanted, bar) -> dict[tuple, str]:
+        deepest = {}
+        for user, count in wanted:
+            deepest[user] = max(deepest.get(user, 0), count)
+        chain: dict[tuple, str] = {}
+        for step in range(1, max(deepest.values(), default=0) + 1):
+            prompts = {}
+            for user, depth in deepest.items():
+                if depth < step:
+                    continue
+                items = self.block_texts(requests[user][0], step - 1)
+                prompts[(user, step)] = (
+                    self.prompts.block_prompt(items)
+                    if step == 1
+                    else self.prompts.update_prompt(chain[(user, step - 1)], items)
+                )
+            chain.update(self._run(prompts, bar))
+        return {node: chain[node] for node in wanted}
+
+    def _run(self, prompts: dict, bar) -> dict:
+        """Texts for {node: prompt}: from the store, or generated in committed chunks."""
+        keys = {node: summary_key(prompt=prompt, model=self.backend.identity) for node, prompt in prompts.items()}
+        stored = self.store.get_many(keys.values())
+        missing = {}
+        for node, key in keys.items():
+            if key not in stored and key not in missing:
+                missing[key] = prompts[node]
+        bar.total += len(set(keys.values()))
+        bar.update(len(set(keys.values())) - len(missing))
+        self.stats.reused += len(set(keys.values())) - len(missing)
+        pending = list(missing.items())
+        for start in range(0, len(pending), self.chunk_size):
+            chunk = pending[start : start + self.chunk_size]
+            generated = self.backend.generate([prompt for _, prompt in chunk], progress=False)
+            fresh = {
+                key: StoredSummary(g.text, g.prompt_tokens, g.new_tokens)
+                for (key, _), g in zip(chunk, generated, strict=True)
+            }
+            self.store.put_many(fresh)
+            stored.update(fresh)
+            self.stats.calls += len(chunk)
+            self.stats.prompt_tokens += sum(g.prompt_tokens for g in generated)
+            self.stats.new_tokens += sum(g.new_tokens for g in generated)
+            self.stats.empty += sum(not g.text for g in generated)
+            bar.update(len(chunk))
+            elapsed = time.perf_counter() - self._started
+            bar.set_postfix(
+                users=len(self.stats.users),
+                calls=self.stats.calls,
+                tokens_per_s=f"{self.stats.new_tokens / elapsed:.1f}",
+            )
+        return {node: stored[key].text for node, key in keys.items()}

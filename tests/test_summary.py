@@ -1,0 +1,140 @@
+"""Blocks, summaries (hierarchical and recurrent), reuse through the store, and no leakage past the target."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.generation import Generated, GenerationSettings
+from recbole_trsr.summary.backends import TransformersBackend
+from recbole_trsr.summary.blocks import plan_history
+from recbole_trsr.summary.store import StoredSummary, SummaryStore
+from recbole_trsr.summary.summarizer import Summarizer
+
+HISTORY = [f"i{n}" for n in range(23)]
+
+
+class RecordingBackend:
+    """Echoes a digest of each prompt, so tests can see which prompts (and so which items) were used."""
+
+    identity = "recording"
+
+    def __init__(self, empty_for=()):
+        self.prompts = []
+        self.empty_for = empty_for
+
+    def generate(self, prompts, progress=True):
+        self.prompts += prompts
+        return [
+            Generated("" if any(word in p for word in self.empty_for) else f"S{len(self.prompts)}:{len(p)}", 5, 3)
+            for p in prompts
+        ]
+
+
+def item_text(token):
+    return f"title: product {token}"
+
+
+@pytest.mark.parametrize("length", range(0, 24))
+def test_every_item_before_the_target_is_summarized_or_shown(length):
+    history = HISTORY[:length]
+    for mode in ("hierarchical", "recurrent"):
+        plan = plan_history(history, block_size=5, max_blocks=50, recent_k=3, mode=mode)
+        covered = {item for block in plan.summarized for item in history[block * 5 : block * 5 + 5]}
+        assert covered | set(plan.recent) == set(history)
+        assert plan.complete_blocks == length // 5
+        assert len(plan.recent) >= min(3, length)
+
+
+def test_hierarchical_window_and_none_mode():
+    plan = plan_history(HISTORY, block_size=5, max_blocks=2, recent_k=3, mode="hierarchical")
+    assert plan.summarized == (2, 3) and plan.recent == ("i20", "i21", "i22")
+    assert plan_history(HISTORY, 5, 2, 3, "recurrent").summarized == (0, 1, 2, 3)
+    none = plan_history(HISTORY, 5, 2, 3, "none")
+    assert none.summarized == () and none.recent == ("i20", "i21", "i22")
+    with pytest.raises(ValueError, match="summary_mode 'flat'"):
+        plan_history(HISTORY, 5, 2, 3, "flat")
+
+
+def test_prefixes_share_block_summaries_and_never_see_later_items(tmp_path):
+    backend = RecordingBackend()
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "hierarchical", progress=False)
+    target = 17  # the summary for history[:17] covers blocks 0..2 only
+    prefix = HISTORY[:target]
+    counts = {plan_history(prefix[:n], 5, 5, 3, "hierarchical").complete_blocks for n in range(1, target + 1)}
+    result = summarizer.summarize({"u": (prefix, counts)})
+    assert set(result) == {("u", 1), ("u", 2), ("u", 3)}
+    assert all(f"product i{n}\n" not in "\n".join(backend.prompts) + "\n" for n in range(15, 23))
+    assert summarizer.stats.calls == 3 + 2  # three blocks, two merges: two calls per block at most
+    assert result[("u", 1)].startswith("S")  # one block needs no merge
+
+
+def test_recurrent_chain_reuses_every_step(tmp_path):
+    backend = RecordingBackend()
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "recurrent", progress=False)
+    result = summarizer.summarize({"u": (HISTORY, {1, 2, 3, 4}), "v": (HISTORY[:10], {1, 2})})
+    assert summarizer.stats.calls == 4  # the same history: v's chain is u's
+    assert result[("u", 2)] == result[("v", 2)]
+    assert "[Summary]\n" + result[("u", 1)] in backend.prompts[1]  # step 2 updates step 1's summary
+    assert "product i5" in backend.prompts[1] and "product i4" not in backend.prompts[1]
+
+
+def test_a_second_run_makes_no_call(tmp_path):
+    for mode in ("hierarchical", "recurrent"):
+        first_backend, second_backend = RecordingBackend(), RecordingBackend()
+        first = Summarizer(first_backend, SummaryStore(tmp_path / f"{mode}.db"), item_text, mode, progress=False)
+        expected = first.summarize({"u": (HISTORY, {1, 2, 3, 4})})
+        second = Summarizer(second_backend, SummaryStore(tmp_path / f"{mode}.db"), item_text, mode, progress=False)
+        assert second.summarize({"u": (HISTORY, {1, 2, 3, 4})}) == expected
+        assert second_backend.prompts == [] and second.stats.reused == first.stats.calls
+
+
+def test_changed_item_text_or_template_asks_again(tmp_path):
+    store = SummaryStore(tmp_path / "s.db")
+    Summarizer(RecordingBackend(), store, item_text, "recurrent", progress=False).summarize({"u": (HISTORY, {2})})
+    changed = Summarizer(RecordingBackend(), store, lambda t: item_text(t) + "!", "recurrent", progress=False)
+    changed.summarize({"u": (HISTORY, {2})})
+    assert changed.stats.calls == 2 and changed.stats.reused == 0
+
+
+def test_empty_generation_is_stored_and_counted(tmp_path):
+    backend = RecordingBackend(empty_for=["product i5"])
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "hierarchical", progress=False)
+    result = summarizer.summarize({"u": (HISTORY, {2})})
+    assert summarizer.stats.empty == 1 and ("u", 2) in result
+
+
+def test_unreadable_store_is_set_aside_and_rebuilt(tmp_path, caplog):
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    store = SummaryStore(path)
+    store.put_many({"k": StoredSummary("text", 1, 1)})
+    assert len(store) == 1
+    assert "moved to" in caplog.text and list(tmp_path.glob("s.db.corrupt-*"))
+    with pytest.raises(UserInputError, match="unreadable"):
+        path2 = tmp_path / "t.db"
+        path2.write_bytes(b"garbage" * 100)
+        SummaryStore(path2, rebuild=False)
+
+
+def test_foreign_sqlite_file_is_not_taken_for_a_store(tmp_path):
+    path = tmp_path / "other.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE people (name TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(UserInputError, match="not a recbole-trsr summary store"):
+        SummaryStore(path, rebuild=False)
+
+
+def test_real_model_backend(tmp_path, tiny_lm):
+    model, tokenizer = tiny_lm
+    backend = TransformersBackend(model, tokenizer, GenerationSettings(max_new_tokens=6, batch_size=4), "tiny")
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "hierarchical", progress=False)
+    result = summarizer.summarize({"u": (HISTORY, {1, 2}), "v": (HISTORY[5:], {1})})
+    # u's blocks 0 and 1 and their merge; v's block 0 holds u's block 1 items, so it is the same call
+    assert summarizer.stats.calls == 3
+    assert set(result) == {("u", 1), ("u", 2), ("v", 1)}
+    assert 0 < summarizer.stats.new_tokens <= 6 * summarizer.stats.calls
