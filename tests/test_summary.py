@@ -26,10 +26,11 @@ class RecordingBackend:
         self.empty_for = empty_for
 
     def generate(self, prompts, progress=True):
+        start = len(self.prompts)
         self.prompts += prompts
         return [
-            Generated("" if any(word in p for word in self.empty_for) else f"S{len(self.prompts)}:{len(p)}", 5, 3)
-            for p in prompts
+            Generated("" if any(word in p for word in self.empty_for) else f"S{start + n}", 5, 3)
+            for n, p in enumerate(prompts)
         ]
 
 
@@ -138,3 +139,104 @@ def test_real_model_backend(tmp_path, tiny_lm):
     assert summarizer.stats.calls == 3
     assert set(result) == {("u", 1), ("u", 2), ("v", 1)}
     assert 0 < summarizer.stats.new_tokens <= 6 * summarizer.stats.calls
+
+
+KILLED_RUN = """
+import hashlib, sys, time
+sys.path.insert(0, {root!r})
+from recbole_trsr.llm.generation import Generated
+from recbole_trsr.summary.store import SummaryStore
+from recbole_trsr.summary.summarizer import Summarizer
+
+class SlowBackend:
+    identity = "recording"
+    def generate(self, prompts, progress=True):
+        time.sleep(0.3)
+        return [Generated("summary " + hashlib.md5(p.encode()).hexdigest(), 5, 3) for p in prompts]
+
+histories = {{f"u{{n}}": ([f"i{{n}}-{{k}}" for k in range(20)], {{1, 2, 3, 4}}) for n in range(10)}}
+summarizer = Summarizer(SlowBackend(), SummaryStore({store!r}), lambda t: "title: product " + t, "hierarchical",
+                        chunk_size=2, progress=False)
+summarizer.summarize(histories)
+"""
+
+
+def test_a_killed_run_loses_nothing_it_finished(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    store_path = tmp_path / "s.db"
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN.format(root=str(Path(__file__).resolve().parents[1]), store=str(store_path)))
+    process = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 120
+    stored = 0
+    while time.time() < deadline and stored < 6:
+        time.sleep(0.2)
+        if store_path.exists():
+            try:
+                stored = len(SummaryStore(store_path, rebuild=False))
+            except Exception:
+                stored = 0
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(SummaryStore(store_path, rebuild=False))
+    total = 10 * (4 + 3)  # ten users: four blocks and three merges each
+    assert 6 <= finished < total
+
+    backend = RecordingBackend()
+    resumed = Summarizer(backend, SummaryStore(store_path), item_text, "hierarchical", progress=False)
+    histories = {f"u{n}": ([f"i{n}-{k}" for k in range(20)], {1, 2, 3, 4}) for n in range(10)}
+    resumed.summarize(histories)
+    assert resumed.stats.reused == finished  # nothing finished is asked for again
+    assert resumed.stats.calls == total - finished
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_server_keeps_what_was_done(tmp_path):
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend
+
+    server = OpenAICompatibleBackend(f"http://127.0.0.1:{free_local_port()}", "m", GenerationSettings(), timeout=5)
+    local = RecordingBackend()
+
+    class FailsAfterFirstChunk:
+        identity = "m"
+
+        def generate(self, prompts, progress=True):
+            return local.generate(prompts) if not local.prompts else server.generate(prompts)
+
+    store = SummaryStore(tmp_path / "s.db")
+    summarizer = Summarizer(FailsAfterFirstChunk(), store, item_text, "recurrent", chunk_size=1, progress=False)
+    with pytest.raises(UserInputError, match=r"unreachable .*; the 1 summaries generated before it are kept in"):
+        summarizer.summarize({"u": (HISTORY, {3})})
+    assert len(store) == 1
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("RECBOLE_TRSR_SERVER_URL"),
+    reason="set RECBOLE_TRSR_SERVER_URL (and RECBOLE_TRSR_SERVER_MODEL) to an OpenAI-compatible server",
+)
+def test_real_server(tmp_path):
+    import os
+
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend
+
+    backend = OpenAICompatibleBackend(
+        os.environ["RECBOLE_TRSR_SERVER_URL"],
+        os.environ.get("RECBOLE_TRSR_SERVER_MODEL", "default"),
+        GenerationSettings(max_new_tokens=48),
+    )
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "recurrent", progress=False)
+    result = summarizer.summarize({"u": (HISTORY, {2})})
+    assert result[("u", 2)] and summarizer.stats.calls == 2 and summarizer.stats.new_tokens > 0

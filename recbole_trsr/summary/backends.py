@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.generation import Generated, GenerationSettings, generate
+
+
+def model_identity(model_name: str, settings: GenerationSettings) -> str:
+    """What a summary's text depends on besides its prompt. The backend is not part of it: the same model
+    with the same settings gives the same summary in this process or on a server, so both share the store.
+    Batch size only changes rounding, not what is asked for, so it stays out too."""
+    generation = {key: value for key, value in asdict(settings).items() if key != "batch_size"}
+    return f"{model_name}|{sorted(generation.items())}"
 
 
 class TransformersBackend:
@@ -14,9 +23,63 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
-        # Batch size only changes rounding, not what is asked for: it stays out of the identity (and the keys).
-        generation = {k: v for k, v in asdict(settings).items() if k != "batch_size"}
-        self.identity = f"transformers|{model_name}|{sorted(generation.items())}"
+        self.identity = model_identity(model_name, settings)
 
     def generate(self, prompts: list[str], progress: bool = True) -> list[Generated]:
         return generate(self.model, self.tokenizer, prompts, self.settings, progress=progress)
+
+
+class OpenAICompatibleBackend:
+    """Generation on a server that speaks the OpenAI chat-completions API (vLLM, llama.cpp's server, TGI).
+
+    Requests go out concurrently, greedy (temperature 0); the server applies the model's chat template.
+    Summaries made on a GPU cluster land in the same store as local ones when ``model_name`` matches.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        settings: GenerationSettings,
+        concurrency: int = 8,
+        timeout: float = 600.0,
+        api_key: str | None = None,
+    ):
+        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        self.model_name = model_name
+        self.settings = settings
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.api_key = api_key
+        self.identity = model_identity(model_name, settings)
+
+    def _complete(self, prompt: str) -> Generated:
+        import json
+        import urllib.error
+        import urllib.request
+
+        body = {
+            "model": self.model_name,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.settings.max_new_tokens,
+            "temperature": 0.0,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.load(response)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise UserInputError(f"summary server {self.url} is unreachable ({reason})") from None
+        usage = answer.get("usage") or {}
+        text = (answer["choices"][0]["message"].get("content") or "").strip()
+        return Generated(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+
+    def generate(self, prompts: list[str], progress: bool = True) -> list[Generated]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._complete, prompts))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.summary.blocks import block_items
 from recbole_trsr.summary.prompts import SummaryPrompts
 from recbole_trsr.summary.store import StoredSummary, SummaryStore, summary_key
@@ -140,7 +141,12 @@ class Summarizer:
         pending = list(missing.items())
         for start in range(0, len(pending), self.chunk_size):
             chunk = pending[start : start + self.chunk_size]
-            generated = self.backend.generate([prompt for _, prompt in chunk], progress=False)
+            try:
+                generated = self.backend.generate([prompt for _, prompt in chunk], progress=False)
+            except UserInputError as error:
+                raise UserInputError(
+                    f"{error}; the {self.stats.calls} summaries generated before it are kept in {self.store.path}"
+                ) from None
             fresh = {
                 key: StoredSummary(g.text, g.prompt_tokens, g.new_tokens)
                 for (key, _), g in zip(chunk, generated, strict=True)
