@@ -17,6 +17,7 @@ from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
 from recbole_trsr.memory import PeakMemory
 from recbole_trsr.registry import get_model_class
+from recbole_trsr.subset import apply_user_subset
 
 RANDOM_BASELINE = "RandomRank"
 
@@ -50,6 +51,7 @@ def start_model_logger(config) -> None:
 def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSRConfig:
     config = TRSRConfig(get_model_class(model_name), dataset, config_files, overrides)
     check_dataset_files(config)
+    apply_user_subset(config)
     return config
 
 

@@ -77,3 +77,16 @@ def test_baselines_under_full_ranking(tiny_overrides, model):
     frame = comparison_frame(runs)
     assert frame["candidates"].tolist() == ["full", "full"]
     assert 0.0 <= runs[0].test_result["ndcg@10"] <= 1.0
+
+
+def test_user_subset_is_the_same_for_every_model(tiny_overrides):
+    overrides = {**tiny_overrides, "max_users": "12"}
+    runs = run_comparison(["SASRec", "GRU4Rec"], "tiny", overrides=overrides)
+    users = set(runs[0].candidates.candidates)
+    assert len(users) == 12
+    assert all(set(run.candidates.candidates) == users for run in runs)
+    assert same_candidates(runs)
+    again = run_comparison(["RandomRank"], "tiny", overrides=overrides)
+    assert set(again[0].candidates.candidates) == users  # the same subset on the next run
+    other = run_comparison(["RandomRank"], "tiny", overrides={**overrides, "seed": "3"})
+    assert set(other[0].candidates.candidates) != users
