@@ -1,0 +1,131 @@
+"""LLMTRSRDataset: RecBole's SequentialDataset plus what LLM prompts need, with every summary made up front.
+
+Batches carry ids only: the user, the candidate and ``history_end`` (how many of the user's interactions
+precede the target). Texts stay here: each user's full item sequence, the item texts and the summaries,
+looked up by (user, number of complete blocks before the target).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+from recbole.utils import FeatureSource, FeatureType
+
+from recbole_trsr.item_text import ItemTexts
+from recbole_trsr.summary.blocks import plan_history
+from recbole_trsr.summary.prompts import SummaryPrompts
+from recbole_trsr.summary.store import SummaryStore
+
+HISTORY_END = "history_end"
+
+logger = logging.getLogger(__name__)
+
+
+def running_position(users: np.ndarray) -> np.ndarray:
+    """1, 2, 3, ... within each run of equal consecutive users."""
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    counts = np.diff(np.r_[starts, len(users)])
+    return np.arange(len(users)) - np.repeat(starts, counts) + 1
+
+
+class LLMTRSRDataset(SequentialDataset):
+    """Sequential dataset whose examples know their full history, for block-aligned summaries."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.item_texts = ItemTexts.from_config(config)
+        self.summaries: dict[tuple[int, int], str] = {}
+        self.summary_stats = None
+
+    def data_augmentation(self):
+        self.sort(by=[self.uid_field, self.time_field], ascending=True)
+        users = self.inter_feat[self.uid_field].numpy()
+        items = self.inter_feat[self.iid_field].numpy()
+        starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+        ends = np.r_[starts[1:], len(users)]
+        self.user_sequences = {int(users[s]): items[s:e].copy() for s, e in zip(starts, ends, strict=True)}
+        super().data_augmentation()
+        # RecBole keeps the user's time order and drops each user's first interaction (no history before it).
+        position = running_position(self.inter_feat[self.uid_field].numpy())
+        self.inter_feat.update(Interaction({HISTORY_END: torch.from_numpy(position)}))
+        self.set_field_property(HISTORY_END, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
+
+    def build(self):
+        datasets = super().build()
+        limit = self.config["max_train_prefixes"]
+        if limit:
+            train = datasets[0]
+            users = train.inter_feat[self.uid_field].numpy()
+            from_end = running_position(users[::-1])[::-1]  # 1 for each user's most recent training example
+            train.inter_feat = train.inter_feat[torch.from_numpy(from_end <= limit)]
+        if self.config["summary_mode"] != "none":
+            self.summaries = self.make_summaries(datasets)
+        for dataset in datasets:
+            dataset.summaries = self.summaries
+            dataset.summary_stats = self.summary_stats
+        return datasets
+
+    def plan(self, user: int, history_end: int):
+        config = self.config
+        history = self.user_sequences[user][:history_end]
+        return history, plan_history(
+            history, config["block_size"], config["max_blocks"], config["recent_k"], config["summary_mode"]
+        )
+
+    def make_summaries(self, datasets) -> dict[tuple[int, int], str]:
+        """Every summary that the train, valid and test examples need, from the store or the summarizer."""
+        from recbole_trsr.summary.factory import build_summarizer
+
+        needed: dict[int, set[int]] = {}
+        deepest: dict[int, int] = {}
+        for dataset in datasets:
+            users = dataset.inter_feat[self.uid_field].numpy()
+            ends = dataset.inter_feat[HISTORY_END].numpy().astype(int)
+            for user, end in zip(users.tolist(), ends.tolist(), strict=True):
+                _, plan = self.plan(user, end)
+                needed.setdefault(user, set()).add(plan.complete_blocks)
+                deepest[user] = max(deepest.get(user, 0), end)
+        tokens = self.field2id_token[self.iid_field]
+        requests = {
+            user: ([str(tokens[item]) for item in self.user_sequences[user][: deepest[user]]], counts)
+            for user, counts in needed.items()
+        }
+        summarizer = build_summarizer(self.config, self.item_texts)
+        texts = summarizer.summarize(requests)
+        self.summary_stats = summarizer.stats
+        stats = summarizer.stats
+        logger.info(
+            f"summaries: {stats.calls} LLM calls, {stats.reused} reused from {summarizer.store.path}, "
+            f"{stats.calls_per_user():.2f} calls per user, {stats.new_tokens} tokens generated, "
+            f"{stats.empty} empty, {stats.seconds:.1f} s"
+        )
+        return texts
+
+    def prompt_parts(self, user: int, history_end: int) -> tuple[str, list[str]]:
+        """(summary text, recent item texts oldest first) for the example whose target follows history_end."""
+        history, plan = self.plan(user, history_end)
+        summary = self.summaries.get((user, plan.complete_blocks), "") if plan.complete_blocks else ""
+        tokens = self.field2id_token[self.iid_field]
+        return summary, [self.item_texts.text(str(tokens[item])) for item in plan.recent]
+
+
+def summary_prompts(config) -> SummaryPrompts:
+    defaults = SummaryPrompts()
+    return SummaryPrompts(
+        block=config["summary_block_template"] or defaults.block,
+        update=config["summary_update_template"] or defaults.update,
+        merge=config["summary_merge_template"] or defaults.merge,
+    )
+
+
+def store_path(config) -> Path:
+    return Path(config["summary_store"] or Path(config["checkpoint_dir"]) / "summaries.sqlite")
+
+
+def open_store(config) -> SummaryStore:
+    return SummaryStore(store_path(config))

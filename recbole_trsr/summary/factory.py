@@ -1,0 +1,51 @@
+"""The summarizer a config asks for: its backend (in-process model or server), store and templates."""
+
+from __future__ import annotations
+
+from recbole_trsr.llm.generation import GenerationSettings
+from recbole_trsr.llm.loading import LLMSpec, load_llm
+from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
+from recbole_trsr.summary.summarizer import Summarizer
+
+
+def capped(item_texts, tokenizer, max_tokens: int):
+    """item token -> its text, cut to ``max_tokens`` tokens of ``tokenizer`` (memoized)."""
+    cache: dict[str, str] = {}
+
+    def text(token: str) -> str:
+        if token not in cache:
+            full = item_texts.text(token)
+            ids = tokenizer.encode(full, add_special_tokens=False)
+            cache[token] = full if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip()
+        return cache[token]
+
+    return text
+
+
+def build_summarizer(config, item_texts) -> Summarizer:
+    from recbole_trsr.summary.dataset import open_store, summary_prompts
+
+    settings = GenerationSettings(
+        max_new_tokens=config["summary_max_new_tokens"], batch_size=config["summary_batch_size"]
+    )
+    spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
+    if config["summary_backend"] == "server":
+        from recbole_trsr.llm.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(spec)  # only to cap item texts the way the served model counts
+        name = config["summary_server_model"] or spec.path
+        backend = OpenAICompatibleBackend(config["summary_server_url"], name, settings)
+    else:
+        model, tokenizer = load_llm(spec)
+        name = spec.path + (f"/{spec.gguf_file}" if spec.gguf_file else "")
+        backend = TransformersBackend(model, tokenizer, settings, name)
+    return Summarizer(
+        backend,
+        open_store(config),
+        capped(item_texts, tokenizer, config["item_max_tokens"]),
+        config["summary_mode"],
+        block_size=config["block_size"],
+        max_blocks=config["max_blocks"],
+        prompts=summary_prompts(config),
+        progress=config["show_progress"],
+    )
