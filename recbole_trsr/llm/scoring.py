@@ -49,6 +49,19 @@ def resolve_verbalizer(tokenizer, yes: str = "yes", no: str = "no") -> Verbalize
     )
 
 
+def pad(sequences, pad_id: int, device, left: bool = False):
+    """(tokens, lengths, attention mask) of token lists padded to one width, on the right or the left."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences], device=device)
+    width = int(lengths.max())
+    tokens = torch.full((len(sequences), width), pad_id, device=device)
+    for row, sequence in enumerate(sequences):
+        start = width - len(sequence) if left else 0
+        tokens[row, start : start + len(sequence)] = torch.tensor(sequence, device=device)
+    columns = torch.arange(width, device=device)[None, :]
+    mask = columns >= (width - lengths)[:, None] if left else columns < lengths[:, None]
+    return tokens, lengths, mask.long()
+
+
 class YesNoScorer:
     """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
 
@@ -121,14 +134,7 @@ class YesNoScorer:
 
     def _score_active(self, prefixes: list[list[int]], uniques: list[list[tuple[int, ...]]]) -> torch.Tensor:
         backbone, device = self.backbone(), self.device
-        prefix_lengths = torch.tensor([len(prefix) for prefix in prefixes], device=device)
-        prefix_width = int(prefix_lengths.max())
-        prefix_tokens = torch.full((len(prefixes), prefix_width), self.pad_id, device=device)
-        for row, prefix in enumerate(prefixes):
-            prefix_tokens[row, prefix_width - len(prefix) :] = torch.tensor(prefix, device=device)
-        prefix_mask = (
-            torch.arange(prefix_width, device=device)[None, :] >= (prefix_width - prefix_lengths)[:, None]
-        ).long()
+        prefix_tokens, prefix_lengths, prefix_mask = pad(prefixes, self.pad_id, device, left=True)
         prefix_positions = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = backbone(
             input_ids=prefix_tokens, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True
@@ -137,14 +143,9 @@ class YesNoScorer:
         owner = torch.tensor([row for row, unique in enumerate(uniques) for _ in unique], device=device)
         suffixes = [suffix for unique in uniques for suffix in unique]
         cache.batch_select_indices(owner)
-        lengths = torch.tensor([len(suffix) for suffix in suffixes], device=device)
-        width = int(lengths.max())
-        tokens = torch.full((len(suffixes), width), self.pad_id, device=device)
-        for row, suffix in enumerate(suffixes):
-            tokens[row, : len(suffix)] = torch.tensor(suffix, device=device)
-        suffix_mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        tokens, lengths, suffix_mask = pad(suffixes, self.pad_id, device)
         attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
-        positions = prefix_lengths[owner][:, None] + torch.arange(width, device=device)[None, :]
+        positions = prefix_lengths[owner][:, None] + torch.arange(tokens.shape[1], device=device)[None, :]
         hidden = backbone(
             input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache
         ).last_hidden_state
@@ -160,12 +161,7 @@ class YesNoScorer:
         scores = []
         for start in range(0, len(prompt_ids), batch_size):
             batch = prompt_ids[start : start + batch_size]
-            lengths = torch.tensor([len(ids) for ids in batch], device=device)
-            width = int(lengths.max())
-            tokens = torch.full((len(batch), width), self.pad_id, device=device)
-            for row, ids in enumerate(batch):
-                tokens[row, : len(ids)] = torch.tensor(ids, device=device)
-            mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+            tokens, lengths, mask = pad(batch, self.pad_id, device)
             hidden = backbone(input_ids=tokens, attention_mask=mask, use_cache=False).last_hidden_state
             scores.append(self.answer_probability(hidden[torch.arange(len(batch), device=device), lengths - 1]))
         return torch.cat(scores).cpu()
