@@ -75,8 +75,8 @@ def test_examples_know_their_full_history_and_never_see_the_target(tiny_override
     for row in range(len(test)):
         user, end = int(test.inter_feat["user_id"][row]), int(test.inter_feat[HISTORY_END][row])
         summary, recent = test.prompt_parts(user, end)
-        target = test.inter_feat["item_id"][row].item()
-        assert dataset.item_texts.text(str(tokens["item_id"][target])) not in recent
+        assert test.inter_feat["item_id"][row].item() not in recent
+        assert recent == dataset.user_sequences[user][max(0, end - len(recent)) : end].tolist()
         assert (summary != "") == (end >= 3)
     assert dataset.summary_stats.calls <= 2 * sum(len(h) // 3 for h in histories.values())
 

@@ -106,12 +106,11 @@ class LLMTRSRDataset(SequentialDataset):
         )
         return texts
 
-    def prompt_parts(self, user: int, history_end: int) -> tuple[str, list[str]]:
-        """(summary text, recent item texts oldest first) for the example whose target follows history_end."""
+    def prompt_parts(self, user: int, history_end: int) -> tuple[str, list[int]]:
+        """(summary text, recent item ids oldest first) for the example whose target follows history_end."""
         history, plan = self.plan(user, history_end)
         summary = self.summaries.get((user, plan.complete_blocks), "") if plan.complete_blocks else ""
-        tokens = self.field2id_token[self.iid_field]
-        return summary, [self.item_texts.text(str(tokens[item])) for item in plan.recent]
+        return summary, [int(item) for item in plan.recent]
 
 
 def summary_prompts(config) -> SummaryPrompts:

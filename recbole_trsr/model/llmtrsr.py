@@ -1,0 +1,150 @@
+"""LLMTRSR: a causal LLM, fine-tuned with LoRA, answers whether the user buys the candidate next.
+
+The prompt is the paper's: instruction, [Preference Summary] (made by LLMTRSRDataset before training),
+[Recent Items] and [Next Item], then the answer. Everything the candidates of an example share is the
+prompt's prefix; the candidate and the answer slot are its suffix, scored with a shared KV cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.loading import LLMSpec, load_llm
+from recbole_trsr.llm.prompt_fit import PromptFitter, Section
+from recbole_trsr.llm.scoring import YesNoScorer, pad
+from recbole_trsr.summary.dataset import HISTORY_END
+from recbole_trsr.summary.prompts import numbered
+
+INSTRUCTION = (
+    "Given a preference summary of the user, and information related to the historical items the user has "
+    "purchased, predict whether the user will buy the given next product. Note that the preference summary "
+    "captures long-term interests, while the recent items indicate short term interests. Both of them should "
+    "be holistically considered for a more comprehensive understanding of user behavior. Please output 'yes' "
+    "or 'no'.\n"
+)
+
+
+class LLMTRSR(SequentialRecommender):
+    """LLM-TRSR's recommender: P(yes) of a LoRA-tuned causal LM ranks the candidates."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        from peft import LoraConfig, get_peft_model
+
+        self.texts = dataset  # summaries, histories and item texts stay on the dataset
+        self.label_field = config["LABEL_FIELD"]
+        self.loss_scope = config["loss_scope"]
+        if self.loss_scope not in ("answer", "prompt"):
+            raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
+        base, self.tokenizer = load_llm(LLMSpec.from_config(config))
+        if config["gradient_checkpointing"]:
+            base.gradient_checkpointing_enable()
+        lora = LoraConfig(
+            r=config["lora_r"],
+            lora_alpha=config["lora_alpha"],
+            lora_dropout=config["lora_dropout"],
+            target_modules=list(config["lora_target_modules"]),
+            task_type="CAUSAL_LM",
+        )
+        self.llm = get_peft_model(base, lora)
+        self.scorer = YesNoScorer(self.llm, self.tokenizer)
+        self.fitter = PromptFitter(self.tokenizer, config["max_prompt_tokens"] or self.scorer.context_window)
+        self.templates = {
+            "instruction": config["instruction_template"] or INSTRUCTION,
+            "summary": config["summary_section_template"],
+            "recent": config["recent_section_template"],
+            "candidate": config["candidate_template"],
+        }
+        self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
+        self.item_max_tokens = config["item_max_tokens"]
+        shortest = len(self.fitter.encode(self.templates["instruction"] + self.candidate_text("x")))
+        if shortest >= self.fitter.max_tokens:
+            raise UserInputError(
+                f"the model's context ({self.fitter.max_tokens} tokens) is shorter than the minimum prompt "
+                f"({shortest} tokens of instruction, candidate and answer slot)"
+            )
+
+    # Prompts ------------------------------------------------------------------------------------------
+
+    def item_text(self, item_id: int) -> str:
+        token = str(self.texts.field2id_token[self.ITEM_ID][item_id])
+        ids = self.fitter.encode(self.texts.item_texts.text(token))
+        return self.tokenizer.decode(ids[: self.item_max_tokens]).strip()
+
+    def candidate_text(self, text: str) -> str:
+        return self.templates["candidate"].format(item=text)
+
+    def prefix_ids(self, user: int, history_end: int, longest_suffix: int) -> list[int]:
+        summary, recent = self.texts.prompt_parts(user, history_end)
+        recent = [self.item_text(item) for item in recent]
+        sections = [Section(self.templates["instruction"])]
+        if summary:
+            sections.append(Section(self.templates["summary"].format(summary=summary), self.budgets["summary"], 1))
+        if recent:
+            sections.append(Section(self.templates["recent"].format(items=numbered(recent)), self.budgets["recent"], 0))
+        sections.append(Section("[Next Item]"))
+        return self.fitter.fit_prefix(sections, longest_suffix)
+
+    def suffix_ids(self, item_id: int) -> list[int]:
+        return self.fitter.encode(self.candidate_text(self.item_text(item_id)))
+
+    def requests(self, interaction):
+        """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from."""
+        users = interaction[self.USER_ID].tolist()
+        ends = interaction[HISTORY_END].long().tolist()
+        items = interaction[self.ITEM_ID].tolist()
+        suffixes = {item: self.suffix_ids(item) for item in set(items)}
+        examples: dict[tuple[int, int], list[int]] = {}
+        for row, key in enumerate(zip(users, ends, strict=True)):
+            examples.setdefault(key, []).append(row)
+        requests, places = [], []
+        for (user, end), rows in examples.items():
+            longest = max(len(suffixes[items[row]]) for row in rows)
+            requests.append((self.prefix_ids(user, end, longest), [suffixes[items[row]] for row in rows]))
+            places.append(rows)
+        return requests, places
+
+    # RecBole's interface ------------------------------------------------------------------------------
+
+    def calculate_loss(self, interaction):
+        requests, places = self.requests(interaction)
+        labels = interaction[self.label_field].to(self.device)
+        prompts, targets = [], []
+        for (prefix, suffixes), rows in zip(requests, places, strict=True):
+            for suffix, row in zip(suffixes, rows, strict=True):
+                prompts.append(prefix + suffix)
+                answer = self.scorer.verbalizer.yes_id if labels[row] > 0.5 else self.scorer.verbalizer.no_id
+                targets.append(answer)
+        tokens, lengths, mask = pad(prompts, self.scorer.pad_id, self.device)
+        targets = torch.tensor(targets, device=self.device)
+        head = self.llm.get_output_embeddings()
+        hidden = self.scorer.backbone()(input_ids=tokens, attention_mask=mask).last_hidden_state
+        answer_logits = head(hidden[torch.arange(len(prompts), device=self.device), lengths - 1])
+        if self.loss_scope == "answer":
+            return F.cross_entropy(answer_logits.float(), targets)
+        # The paper's loss: every prompt token is a next-token target too, averaged with the answers.
+        logits = head(hidden[:, :-1]).float()
+        token_targets = tokens[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), token_targets.reshape(-1), reduction="sum")
+        total = total + F.cross_entropy(answer_logits.float(), targets, reduction="sum")
+        loss = total / ((token_targets != -100).sum() + len(prompts))
+        return loss
+
+    def predict(self, interaction):
+        requests, places = self.requests(interaction)
+        scores = torch.empty(len(interaction), device=self.device)
+        for rows, result in zip(places, self.scorer.score_batch(requests), strict=True):
+            scores[rows] = result.to(self.device)
+        return scores
+
+    def full_sort_predict(self, interaction):
+        raise UserInputError(
+            "LLMTRSR scores sampled candidates; full ranking (eval_args mode: full) needs a retriever to rerank, "
+            "which is not available yet"
+        )
