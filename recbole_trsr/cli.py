@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "-m", default="SASRec,GRU4Rec", help="model name, or names separated by commas")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default="", help="YAML files, separated by spaces")
+    parser.add_argument(
+        "--precompute_summaries",
+        action="store_true",
+        help="make every preference summary the run needs, then stop (no training)",
+    )
+    parser.add_argument("--show_user", metavar="USER", help="print one user's blocks, summary and prompt, then stop")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -91,6 +97,15 @@ def run(args, rest: list[str]) -> int:
     config_files = args.config_files.split()
     check_config_files(config_files)
 
+    if args.precompute_summaries or args.show_user:
+        from recbole_trsr.runner import build_config
+        from recbole_trsr.summary import commands
+
+        for model in models:
+            config = build_config(model, args.dataset, config_files, overrides)
+            report = commands.show_user(config, args.show_user) if args.show_user else commands.precompute(config)
+            print(report)
+        return 0
     runs = run_comparison(models, args.dataset, config_files, overrides)
     markdown, md_path, csv_path = write_comparison(runs, args.dataset, runs[0].config["output_dir"])
     print(markdown)

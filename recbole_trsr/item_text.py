@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import html
 
 import pandas as pd
 
@@ -60,7 +61,7 @@ class ItemTexts:
         for row in frame[[id_field, *text_fields]].itertuples(index=False):
             parts = []
             for field, value in zip(text_fields, row[1:], strict=True):
-                value = value.strip()
+                value = html.unescape(value).strip()  # the Amazon metadata carries entities like &#39;
                 if field_types[field] == "token_seq":
                     value = readable_sequence(value)
                 if value:

@@ -65,3 +65,9 @@ def test_real_amazon_items_all_render():
     )
     # One of the 7 items without a title still renders from its other fields.
     assert texts.text("B000GZES7A") == "categories: Beauty, Skin Care, Eyes, Creams"
+
+
+def test_html_entities_read_as_characters(tmp_path):
+    item_file = tmp_path / "x.item"
+    item_file.write_text("item_id:token\tbrand:token\nA\tDr. Scholl&#39;s &amp; Co\n")
+    assert ItemTexts(item_file, ["brand"]).text("A") == "brand: Dr. Scholl's & Co"

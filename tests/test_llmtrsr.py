@@ -56,3 +56,21 @@ def test_training_lowers_the_answer_loss(tiny_llm_overrides):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_precompute_then_show_user(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    arguments = ["--model=LLMTRSR", "--dataset=tiny", *as_arguments(tiny_llm_overrides)]
+    assert main([*arguments, "--precompute_summaries"]) == 0
+    first = capsys.readouterr().out
+    assert "hierarchical summaries of tiny for 40 users" in first and " 0 reused" in first
+    assert main([*arguments, "--precompute_summaries"]) == 0
+    assert "0 LLM calls" in capsys.readouterr().out  # the second run asks the LLM for nothing
+    assert main([*arguments, "--show_user=u3"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("user u3: ") and "block 1 (summarized):" in shown
+    assert "[Next Item]" in shown and shown.rstrip().endswith("Answer: yes")
+    assert main([*arguments, "--show_user=nobody"]) == 2
+    assert main(["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_llm_overrides), "--precompute_summaries"]) == 2

@@ -83,10 +83,14 @@ class LLMTRSRDataset(SequentialDataset):
 
         needed: dict[int, set[int]] = {}
         deepest: dict[int, int] = {}
+        only = self.config["summary_users"]
+        only = None if not only else {self.token2id(self.uid_field, str(token)) for token in only}
         for dataset in datasets:
             users = dataset.inter_feat[self.uid_field].numpy()
             ends = dataset.inter_feat[HISTORY_END].numpy().astype(int)
             for user, end in zip(users.tolist(), ends.tolist(), strict=True):
+                if only is not None and user not in only:
+                    continue
                 _, plan = self.plan(user, end)
                 needed.setdefault(user, set()).add(plan.complete_blocks)
                 deepest[user] = max(deepest.get(user, 0), end)

@@ -1,0 +1,67 @@
+"""The summary commands of run_recbole_trsr.py: precompute every summary, or show one user's prompt."""
+
+from __future__ import annotations
+
+from recbole.data import create_dataset
+from recbole.utils import init_seed
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset, store_path
+
+
+def summary_dataset(config) -> LLMTRSRDataset:
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    if not isinstance(dataset, LLMTRSRDataset):
+        raise UserInputError(f"model {config['model']} has no preference summaries (use --model=LLMTRSR)")
+    return dataset
+
+
+def precompute(config) -> str:
+    """Make (or find in the store) every summary the run needs; train nothing. Returns a report."""
+    dataset = summary_dataset(config)
+    dataset.build()
+    stats = dataset.summary_stats
+    if stats is None:
+        return "summary_mode is none: no summaries to make"
+    return (
+        f"{config['summary_mode']} summaries of {config['dataset']} for {len(stats.users)} users: "
+        f"{stats.calls} LLM calls, {stats.reused} reused, {stats.calls_per_user():.2f} calls per user, "
+        f"{stats.new_tokens} tokens generated ({stats.new_tokens / max(stats.seconds, 1e-9):.1f} tokens/s), "
+        f"{stats.empty} empty, {stats.seconds:.1f} s; store: {store_path(config)}"
+    )
+
+
+def show_user(config, token: str) -> str:
+    """One user's blocks, summary, and the prompt for their test target."""
+    config.final_config_dict["summary_users"] = [token]
+    dataset = summary_dataset(config)
+    if token not in dataset.field2token_id[dataset.uid_field]:
+        raise UserInputError(f"user '{token}' is not in dataset {config['dataset']}")
+    _, _, test = dataset.build()
+    user = dataset.token2id(dataset.uid_field, token)
+    row = (test.inter_feat[dataset.uid_field] == user).nonzero().flatten()[0]
+    end, target = int(test.inter_feat[HISTORY_END][row]), int(test.inter_feat[dataset.iid_field][row])
+    history, plan = dataset.plan(user, end)
+    tokens = dataset.field2id_token[dataset.iid_field]
+    text = lambda item: dataset.item_texts.text(str(tokens[item]))  # noqa: E731
+    lines = [f"user {token}: {end} interactions before the test target, {plan.complete_blocks} complete blocks"]
+    for block in range(plan.complete_blocks):
+        used = "summarized" if block in plan.summarized else "not in the summary window"
+        lines.append(f"block {block + 1} ({used}):")
+        size = config["block_size"]
+        lines += [f"  - {text(item)}" for item in history[block * size : (block + 1) * size]]
+    summary, recent = dataset.prompt_parts(user, end)
+    lines.append(f"summary ({config['summary_mode']}): {summary or '(none)'}")
+    lines.append("recent items:")
+    lines += [f"  - {text(item)}" for item in recent]
+    from recbole_trsr.model import LLMTRSR
+
+    model = LLMTRSR(config, test)
+    suffix = model.suffix_ids(target)
+    prompt = model.tokenizer.decode(model.prefix_ids(user, end, len(suffix)) + suffix)
+    lines += [
+        f"prompt for the test target ({len(model.prefix_ids(user, end, len(suffix))) + len(suffix)} tokens):",
+        prompt + model.scorer.verbalizer.yes,
+    ]
+    return "\n".join(lines)
