@@ -137,6 +137,7 @@ def main():
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--users-per-batch", type=int, default=4, help="users scored together by method (c)")
+    parser.add_argument("--suffixes-per-row", type=int, default=7, help="candidates packed per row by (c)")
     parser.add_argument("--candidates", type=int, default=21)
     parser.add_argument("--padded-candidates", type=int, default=3, help="candidates run by method (b)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -150,7 +151,7 @@ def main():
     if args.model == "qwen2.5-0.5b":
         model = random_causal_lm(QWEN25_05B, seed=0, dtype=dtype)
     model.to(device=device, dtype=dtype).eval()
-    scorer = YesNoScorer(model, tokenizer)
+    scorer = YesNoScorer(model, tokenizer, suffixes_per_row=args.suffixes_per_row)
     users = build_users(tokenizer, args.users, args.candidates, seed=0)
 
     figures = {
@@ -164,9 +165,9 @@ def main():
     }
     methods = {}
 
-    def record(name, function, candidates, query_tokens, attended_pairs):
+    def record(name, function, candidates, query_tokens, attended_pairs, repeats=1):
         with PeakMemory() as memory:
-            scores, seconds = timed(function, device)
+            scores, seconds = timed(function, device, repeats)
         methods[name] = {
             "seconds": seconds,
             "candidates_per_s": candidates / seconds,

@@ -2,7 +2,8 @@
 
 A user's prompt prefix (instruction, summary, recent items) is the same for all of their candidates. It is
 encoded once; its KV cache is shared by every candidate suffix (candidate text plus answer slot), which is
-all that is run per candidate. Several users go through in one batch. Logits are computed only at the
+all that is run per candidate: the suffixes are packed into one row that attends to the prefix and, within
+each suffix, causally. Several users go through in one batch. Logits are computed only at the
 answer position, and only for the two verbalizer tokens: the final hidden state times the two rows of the
 output embedding.
 """
@@ -65,8 +66,9 @@ def pad(sequences, pad_id: int, device, left: bool = False):
 class YesNoScorer:
     """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
 
-    def __init__(self, model, tokenizer, yes: str = "yes", no: str = "no"):
+    def __init__(self, model, tokenizer, yes: str = "yes", no: str = "no", suffixes_per_row: int = 7):
         self.model = model
+        self.suffixes_per_row = suffixes_per_row
         self.tokenizer = tokenizer
         self.verbalizer = resolve_verbalizer(tokenizer, yes, no)
         self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2**31)
@@ -105,9 +107,8 @@ class YesNoScorer:
     def score_batch(self, requests: list[tuple[list[int], list[list[int]]]]) -> list[torch.Tensor]:
         """Scores for several users at once: one forward over their prefixes, one over all their suffixes.
 
-        ``requests`` holds (prefix ids, candidate suffix ids) per user. Prefixes are left-padded, so every
-        prefix ends where its suffixes start; each suffix row gets its own user's KV cache row. Repeated
-        suffixes of a user run once. A user with no candidates gets an empty tensor.
+        ``requests`` holds (prefix ids, candidate suffix ids) per user. Repeated suffixes of a user run once.
+        A user with no candidates gets an empty tensor.
         """
         uniques = [list(dict.fromkeys(tuple(suffix) for suffix in suffixes)) for _, suffixes in requests]
         for (prefix, suffixes), unique in zip(requests, uniques, strict=True):
@@ -133,6 +134,11 @@ class YesNoScorer:
         return results
 
     def _score_active(self, prefixes: list[list[int]], uniques: list[list[tuple[int, ...]]]) -> torch.Tensor:
+        """One forward over the left-padded prefixes, then one over each user's suffixes packed into one row.
+
+        A packed row attends to its own user's cached prefix and, causally, within each suffix only: the
+        prefix's KV cache is never copied per candidate, and every matrix product stays large.
+        """
         backbone, device = self.backbone(), self.device
         prefix_tokens, prefix_lengths, prefix_mask = pad(prefixes, self.pad_id, device, left=True)
         prefix_positions = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -140,16 +146,40 @@ class YesNoScorer:
             input_ids=prefix_tokens, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True
         ).past_key_values
 
-        owner = torch.tensor([row for row, unique in enumerate(uniques) for _ in unique], device=device)
-        suffixes = [suffix for unique in uniques for suffix in unique]
-        cache.batch_select_indices(owner)
-        tokens, lengths, suffix_mask = pad(suffixes, self.pad_id, device)
-        attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
-        positions = prefix_lengths[owner][:, None] + torch.arange(tokens.shape[1], device=device)[None, :]
+        # Rows of at most `suffixes_per_row` suffixes: a packed row computes attention densely over its
+        # prefix and all its suffixes, so shorter rows waste less; each extra row copies its prefix's cache.
+        rows = [
+            (user, unique[start : start + self.suffixes_per_row])
+            for user, unique in enumerate(uniques)
+            for start in range(0, len(unique), self.suffixes_per_row)
+        ]
+        owners = torch.tensor([user for user, _ in rows], device=device)
+        if len(rows) > len(prefixes):
+            cache.batch_select_indices(owners)
+        prefix_width = prefix_tokens.shape[1]
+        width = max(sum(len(suffix) for suffix in group) for _, group in rows)
+        tokens = torch.full((len(rows), width), self.pad_id, device=device)
+        positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        allowed = torch.zeros((len(rows), 1, width, prefix_width + width), dtype=torch.bool, device=device)
+        allowed[:, 0, :, :prefix_width] = prefix_mask.bool()[owners][:, None, :]
+        diagonal = torch.arange(width, device=device)
+        allowed[:, 0, diagonal, prefix_width + diagonal] = True  # padding queries see themselves, never NaN
+        answer_rows, answer_columns = [], []
+        for row, (user, group) in enumerate(rows):
+            start = 0
+            for suffix in group:
+                end = start + len(suffix)
+                tokens[row, start:end] = torch.tensor(suffix, device=device)
+                positions[row, start:end] = prefix_lengths[user] + torch.arange(len(suffix), device=device)
+                block = allowed[row, 0, start:end, prefix_width + start : prefix_width + end]
+                block.copy_(torch.ones_like(block).tril())
+                answer_rows.append(row)
+                answer_columns.append(end - 1)
+                start = end
         hidden = backbone(
-            input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache
+            input_ids=tokens, attention_mask=allowed, position_ids=positions, past_key_values=cache
         ).last_hidden_state
-        return self.answer_probability(hidden[torch.arange(len(suffixes), device=device), lengths - 1]).cpu()
+        return self.answer_probability(hidden[answer_rows, answer_columns]).cpu()
 
     @torch.inference_mode()
     def score_full_prompts(self, prompt_ids: list[list[int]], batch_size: int = 21) -> torch.Tensor:

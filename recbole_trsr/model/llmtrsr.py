@@ -53,7 +53,7 @@ class LLMTRSR(SequentialRecommender):
             task_type="CAUSAL_LM",
         )
         self.llm = get_peft_model(base, lora)
-        self.scorer = YesNoScorer(self.llm, self.tokenizer)
+        self.scorer = YesNoScorer(self.llm, self.tokenizer, suffixes_per_row=config["score_suffixes_per_row"])
         self.fitter = PromptFitter(self.tokenizer, config["max_prompt_tokens"] or self.scorer.context_window)
         self.templates = {
             "instruction": config["instruction_template"] or INSTRUCTION,
