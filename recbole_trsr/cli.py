@@ -12,7 +12,8 @@ import yaml
 
 from recbole_trsr.comparison import write_comparison
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.runner import run_comparison
+from recbole_trsr.runner import build_config, run_comparison
+from recbole_trsr.summary import commands
 
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 LITERAL_OPENERS = ("[", "{", "(")
@@ -98,9 +99,6 @@ def run(args, rest: list[str]) -> int:
     check_config_files(config_files)
 
     if args.precompute_summaries or args.show_user:
-        from recbole_trsr.runner import build_config
-        from recbole_trsr.summary import commands
-
         for model in models:
             config = build_config(model, args.dataset, config_files, overrides)
             report = commands.show_user(config, args.show_user) if args.show_user else commands.precompute(config)
