@@ -39,7 +39,7 @@ def same_candidates(runs: list[ModelRun]) -> bool:
 def write_comparison(runs: list[ModelRun], dataset: str, output_dir: str) -> tuple[str, str, str]:
     """Write the table as markdown and CSV under ``output_dir``; returns (markdown text, md path, csv path)."""
     frame = comparison_frame(runs)
-    markdown = frame.to_markdown(index=False, floatfmt="g", missingval="-")
+    markdown = frame.astype(object).where(frame.notna(), "-").to_markdown(index=False, floatfmt="g")
     if not same_candidates(runs):
         markdown += "\n\nWARNING: the models were not scored on identical test candidates (see 'candidates')."
     os.makedirs(output_dir, exist_ok=True)

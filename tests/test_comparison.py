@@ -90,3 +90,14 @@ def test_user_subset_is_the_same_for_every_model(tiny_overrides):
     assert set(again[0].candidates.candidates) == users  # the same subset on the next run
     other = run_comparison(["RandomRank"], "tiny", overrides={**overrides, "seed": "3"})
     assert set(other[0].candidates.candidates) != users
+
+
+def test_markdown_marks_missing_values(tmp_path):
+    from recbole_trsr.candidates import CandidateLog
+    from recbole_trsr.comparison import write_comparison
+    from recbole_trsr.runner import ModelRun
+
+    run = ModelRun("RandomRank", {"ndcg@10": 0.2}, None, 0.0, 0, 1.0, 10, 100.0, 0.0, CandidateLog(None, False), None)
+    markdown, _, csv_path = write_comparison([run], "tiny", str(tmp_path))
+    assert "nan" not in markdown and "| -" in markdown
+    assert pd.read_csv(csv_path)["s_per_epoch"].isna().all()
