@@ -1,0 +1,89 @@
+"""Batched greedy generation against batch size 1, on real block-summary prompts, side by side in one run.
+
+    python benchmarks/generation_speed.py [--batch-sizes 1 8 16 32] [--prompts 32] [--max-new-tokens 128]
+
+Prompts are the paper's block-summary prompt over 5 consecutive items of real `amazon` histories. Batch size 1
+runs the first `--single-prompts` prompts only (it is slow); every figure is generated tokens per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import recbole_trsr  # noqa: E402,F401
+from recbole_trsr.item_text import ItemTexts  # noqa: E402
+from recbole_trsr.llm.generation import GenerationSettings, generate  # noqa: E402
+from recbole_trsr.llm.loading import load_llm  # noqa: E402
+from recbole_trsr.memory import PeakMemory  # noqa: E402
+from recbole_trsr.summary.prompts import SummaryPrompts  # noqa: E402
+
+AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon"
+
+
+def block_prompts(count: int) -> list[str]:
+    inter = pd.read_csv(AMAZON / "amazon.inter", sep="\t", dtype=str)
+    inter.columns = ["user", "item", "time"]
+    inter["time"] = inter["time"].astype(float)
+    texts = ItemTexts(AMAZON / "amazon.item", ["title", "categories", "brand", "price"])
+    prompts = []
+    for _, history in inter.sort_values(["user", "time"]).groupby("user", sort=True):
+        items = history["item"].tolist()
+        if len(items) >= 5:
+            prompts.append(SummaryPrompts().block_prompt([texts.text(item) for item in items[:5]]))
+        if len(prompts) == count:
+            break
+    return prompts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--single-prompts", type=int, default=8, help="prompts run at batch size 1")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--output", help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    model, tokenizer = load_llm()
+    prompts = block_prompts(args.prompts)
+    generate(model, tokenizer, prompts[:2], GenerationSettings(max_new_tokens=8, batch_size=2), progress=False)
+    rows = {}
+    for batch_size in args.batch_sizes:
+        chosen = prompts[: args.single_prompts] if batch_size == 1 else prompts
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            results = generate(model, tokenizer, chosen, settings, progress=False)
+            seconds = time.perf_counter() - started
+        tokens = sum(result.new_tokens for result in results)
+        rows[batch_size] = {
+            "prompts": len(chosen),
+            "new_tokens": tokens,
+            "seconds": seconds,
+            "tokens_per_s": tokens / seconds,
+            "peak_rss_mb": memory.rss_mb,
+        }
+    base = rows[min(rows)]["tokens_per_s"]
+    print(f"{'batch':>5} {'prompts':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'speed-up':>8} {'RSS MB':>7}")
+    for batch_size, row in rows.items():
+        row["speedup_over_batch_1"] = row["tokens_per_s"] / base
+        print(
+            f"{batch_size:>5} {row['prompts']:>7} {row['new_tokens']:>7} {row['seconds']:>8.1f} "
+            f"{row['tokens_per_s']:>9.1f} {row['speedup_over_batch_1']:>7.1f}x {row['peak_rss_mb']:>7.0f}"
+        )
+    if args.output:
+        Path(args.output).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
