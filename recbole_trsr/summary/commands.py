@@ -6,7 +6,8 @@ from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset, store_path
+from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset
+from recbole_trsr.summary.factory import store_path
 
 
 def summary_dataset(config) -> LLMTRSRDataset:

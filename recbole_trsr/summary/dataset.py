@@ -8,7 +8,6 @@ looked up by (user, number of complete blocks before the target).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +16,8 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_trsr.item_text import ItemTexts
+from recbole_trsr.summary import factory
 from recbole_trsr.summary.blocks import plan_history
-from recbole_trsr.summary.prompts import SummaryPrompts
-from recbole_trsr.summary.store import SummaryStore
 
 HISTORY_END = "history_end"
 
@@ -79,8 +77,6 @@ class LLMTRSRDataset(SequentialDataset):
 
     def make_summaries(self, datasets) -> dict[tuple[int, int], str]:
         """Every summary that the train, valid and test examples need, from the store or the summarizer."""
-        from recbole_trsr.summary.factory import build_summarizer
-
         needed: dict[int, set[int]] = {}
         deepest: dict[int, int] = {}
         only = self.config["summary_users"]
@@ -99,7 +95,7 @@ class LLMTRSRDataset(SequentialDataset):
             user: ([str(tokens[item]) for item in self.user_sequences[user][: deepest[user]]], counts)
             for user, counts in needed.items()
         }
-        summarizer = build_summarizer(self.config, self.item_texts)
+        summarizer = factory.build_summarizer(self.config, self.item_texts)
         texts = summarizer.summarize(requests)
         self.summary_stats = summarizer.stats
         stats = summarizer.stats
@@ -115,20 +111,3 @@ class LLMTRSRDataset(SequentialDataset):
         history, plan = self.plan(user, history_end)
         summary = self.summaries.get((user, plan.complete_blocks), "") if plan.complete_blocks else ""
         return summary, [int(item) for item in plan.recent]
-
-
-def summary_prompts(config) -> SummaryPrompts:
-    defaults = SummaryPrompts()
-    return SummaryPrompts(
-        block=config["summary_block_template"] or defaults.block,
-        update=config["summary_update_template"] or defaults.update,
-        merge=config["summary_merge_template"] or defaults.merge,
-    )
-
-
-def store_path(config) -> Path:
-    return Path(config["summary_store"] or Path(config["checkpoint_dir"]) / "summaries.sqlite")
-
-
-def open_store(config) -> SummaryStore:
-    return SummaryStore(store_path(config))

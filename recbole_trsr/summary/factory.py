@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from recbole_trsr.llm.generation import GenerationSettings
 from recbole_trsr.llm.loading import LLMSpec, load_llm
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
+from recbole_trsr.summary.prompts import SummaryPrompts
+from recbole_trsr.summary.store import SummaryStore
 from recbole_trsr.summary.summarizer import Summarizer
 
 
@@ -23,8 +27,6 @@ def capped(item_texts, tokenizer, max_tokens: int):
 
 
 def build_summarizer(config, item_texts) -> Summarizer:
-    from recbole_trsr.summary.dataset import open_store, summary_prompts
-
     settings = GenerationSettings(
         max_new_tokens=config["summary_max_new_tokens"], batch_size=config["summary_batch_size"]
     )
@@ -49,3 +51,20 @@ def build_summarizer(config, item_texts) -> Summarizer:
         prompts=summary_prompts(config),
         progress=config["show_progress"],
     )
+
+
+def summary_prompts(config) -> SummaryPrompts:
+    defaults = SummaryPrompts()
+    return SummaryPrompts(
+        block=config["summary_block_template"] or defaults.block,
+        update=config["summary_update_template"] or defaults.update,
+        merge=config["summary_merge_template"] or defaults.merge,
+    )
+
+
+def store_path(config) -> Path:
+    return Path(config["summary_store"] or Path(config["checkpoint_dir"]) / "summaries.sqlite")
+
+
+def open_store(config) -> SummaryStore:
+    return SummaryStore(store_path(config))
