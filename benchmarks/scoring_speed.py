@@ -34,14 +34,8 @@ from recbole_trsr.llm.loading import LLMSpec, load_llm  # noqa: E402
 from recbole_trsr.llm.random_models import QWEN25_05B, random_causal_lm  # noqa: E402
 from recbole_trsr.llm.scoring import YesNoScorer  # noqa: E402
 from recbole_trsr.memory import PeakMemory  # noqa: E402
+from recbole_trsr.model.llmtrsr import INSTRUCTION  # noqa: E402
 
-INSTRUCTION = (
-    "Given a preference summary of the user, and information related to the historical items the user has "
-    "purchased, predict whether the user will buy the given next product. Note that the preference summary "
-    "captures long-term interests, while the recent items indicate short term interests. Both of them should "
-    "be holistically considered for a more comprehensive understanding of user behavior. Please output 'yes' "
-    "or 'no'.\n"
-)
 SUMMARY = (
     "[Preference Summary] This shopper buys affordable, well-reviewed drugstore beauty products and returns to "
     "brands that worked. Early purchases centred on skin care for sensitive, dry skin: fragrance-free "

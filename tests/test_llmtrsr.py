@@ -74,3 +74,12 @@ def test_precompute_then_show_user(capsys, tiny_llm_overrides):
     assert "[Next Item]" in shown and shown.rstrip().endswith("Answer: yes")
     assert main([*arguments, "--show_user=nobody"]) == 2
     assert main(["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_llm_overrides), "--precompute_summaries"]) == 2
+
+
+def test_dataset_without_text_fields(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    arguments = as_arguments({**tiny_llm_overrides, "item_text_fields": "[]"})
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
+    assert "LLMTRSR needs item text: set item_text_fields" in capsys.readouterr().err

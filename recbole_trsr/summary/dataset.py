@@ -15,6 +15,7 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import ItemTexts
 from recbole_trsr.summary import factory
 from recbole_trsr.summary.blocks import plan_history
@@ -35,6 +36,11 @@ class LLMTRSRDataset(SequentialDataset):
     """Sequential dataset whose examples know their full history, for block-aligned summaries."""
 
     def __init__(self, config):
+        if not config["item_text_fields"]:
+            raise UserInputError(
+                f"{config['model']} needs item text: set item_text_fields to columns of {config['dataset']}.item "
+                f"(in properties/dataset/{config['dataset']}.yaml or as --item_text_fields=[...])"
+            )
         super().__init__(config)
         self.item_texts = ItemTexts.from_config(config)
         self.summaries: dict[tuple[int, int], str] = {}
