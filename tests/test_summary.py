@@ -240,3 +240,20 @@ def test_real_server(tmp_path):
     summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "recurrent", progress=False)
     result = summarizer.summarize({"u": (HISTORY, {2})})
     assert result[("u", 2)] and summarizer.stats.calls == 2 and summarizer.stats.new_tokens > 0
+
+
+def test_item_without_text_still_makes_a_block(tmp_path):
+    backend = RecordingBackend()
+    texts = lambda token: "" if token == "i1" else item_text(token)  # noqa: E731
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), texts, "recurrent", progress=False)
+    result = summarizer.summarize({"u": (HISTORY, {1})})
+    assert result[("u", 1)] and "\n2. \n3. title: product i2" in backend.prompts[0]
+
+
+def test_block_longer_than_the_context_window(tmp_path, tiny_lm):
+    model, tokenizer = tiny_lm
+    backend = TransformersBackend(model, tokenizer, GenerationSettings(max_new_tokens=8), "tiny")
+    long_text = lambda token: f"title: {token} " + "very long description " * 200  # noqa: E731
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), long_text, "hierarchical", progress=False)
+    with pytest.raises(UserInputError, match="exceeds the model's context window of 2048"):
+        summarizer.summarize({"u": (HISTORY, {1})})
