@@ -89,3 +89,17 @@ class ItemTexts:
     def text(self, token: str) -> str:
         """The item's text; the empty string for an item the .item file does not list."""
         return self._texts.get(token, "")
+
+
+def capped_texts(item_texts: ItemTexts, tokenizer, max_tokens: int):
+    """item token -> its text cut to ``max_tokens`` tokens of ``tokenizer``, each item tokenized once."""
+    cache: dict[str, str] = {}
+
+    def text(token: str) -> str:
+        if token not in cache:
+            full = item_texts.text(token)
+            ids = tokenizer.encode(full, add_special_tokens=False)
+            cache[token] = full if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).strip()
+        return cache[token]
+
+    return text

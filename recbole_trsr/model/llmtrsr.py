@@ -13,6 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.loading import LLMSpec, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
@@ -62,7 +63,8 @@ class LLMTRSR(SequentialRecommender):
             "candidate": config["candidate_template"],
         }
         self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
-        self.item_max_tokens = config["item_max_tokens"]
+        self.capped_text = capped_texts(dataset.item_texts, self.tokenizer, config["item_max_tokens"])
+        self._suffixes: dict[int, list[int]] = {}  # an item's suffix is the same in every prompt
         shortest = len(self.fitter.encode(self.templates["instruction"] + self.candidate_text("x")))
         if shortest >= self.fitter.max_tokens:
             raise UserInputError(
@@ -73,9 +75,7 @@ class LLMTRSR(SequentialRecommender):
     # Prompts ------------------------------------------------------------------------------------------
 
     def item_text(self, item_id: int) -> str:
-        token = str(self.texts.field2id_token[self.ITEM_ID][item_id])
-        ids = self.fitter.encode(self.texts.item_texts.text(token))
-        return self.tokenizer.decode(ids[: self.item_max_tokens]).strip()
+        return self.capped_text(str(self.texts.field2id_token[self.ITEM_ID][item_id]))
 
     def candidate_text(self, text: str) -> str:
         return self.templates["candidate"].format(item=text)
@@ -92,7 +92,9 @@ class LLMTRSR(SequentialRecommender):
         return self.fitter.fit_prefix(sections, longest_suffix)
 
     def suffix_ids(self, item_id: int) -> list[int]:
-        return self.fitter.encode(self.candidate_text(self.item_text(item_id)))
+        if item_id not in self._suffixes:
+            self._suffixes[item_id] = self.fitter.encode(self.candidate_text(self.item_text(item_id)))
+        return self._suffixes[item_id]
 
     def requests(self, interaction):
         """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from."""
@@ -114,13 +116,13 @@ class LLMTRSR(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         requests, places = self.requests(interaction)
-        labels = interaction[self.label_field].to(self.device)
+        labels = interaction[self.label_field].tolist()
+        verbalizer = self.scorer.verbalizer
         prompts, targets = [], []
         for (prefix, suffixes), rows in zip(requests, places, strict=True):
             for suffix, row in zip(suffixes, rows, strict=True):
                 prompts.append(prefix + suffix)
-                answer = self.scorer.verbalizer.yes_id if labels[row] > 0.5 else self.scorer.verbalizer.no_id
-                targets.append(answer)
+                targets.append(verbalizer.yes_id if labels[row] > 0.5 else verbalizer.no_id)
         tokens, lengths, mask = pad(prompts, self.scorer.pad_id, self.device)
         targets = torch.tensor(targets, device=self.device)
         head = self.llm.get_output_embeddings()
@@ -133,8 +135,7 @@ class LLMTRSR(SequentialRecommender):
         token_targets = tokens[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), token_targets.reshape(-1), reduction="sum")
         total = total + F.cross_entropy(answer_logits.float(), targets, reduction="sum")
-        loss = total / ((token_targets != -100).sum() + len(prompts))
-        return loss
+        return total / ((token_targets != -100).sum() + len(prompts))
 
     def predict(self, interaction):
         requests, places = self.requests(interaction)

@@ -25,11 +25,16 @@ HISTORY_END = "history_end"
 logger = logging.getLogger(__name__)
 
 
+def run_bounds(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end indices of each run of equal consecutive users."""
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    return starts, np.r_[starts[1:], len(users)]
+
+
 def running_position(users: np.ndarray) -> np.ndarray:
     """1, 2, 3, ... within each run of equal consecutive users."""
-    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-    counts = np.diff(np.r_[starts, len(users)])
-    return np.arange(len(users)) - np.repeat(starts, counts) + 1
+    starts, ends = run_bounds(users)
+    return np.arange(len(users)) - np.repeat(starts, ends - starts) + 1
 
 
 class LLMTRSRDataset(SequentialDataset):
@@ -50,8 +55,7 @@ class LLMTRSRDataset(SequentialDataset):
         self.sort(by=[self.uid_field, self.time_field], ascending=True)
         users = self.inter_feat[self.uid_field].numpy()
         items = self.inter_feat[self.iid_field].numpy()
-        starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-        ends = np.r_[starts[1:], len(users)]
+        starts, ends = run_bounds(users)
         self.user_sequences = {int(users[s]): items[s:e].copy() for s, e in zip(starts, ends, strict=True)}
         super().data_augmentation()
         # RecBole keeps the user's time order and drops each user's first interaction (no history before it).
@@ -103,8 +107,7 @@ class LLMTRSRDataset(SequentialDataset):
         }
         summarizer = factory.build_summarizer(self.config, self.item_texts)
         texts = summarizer.summarize(requests)
-        self.summary_stats = summarizer.stats
-        stats = summarizer.stats
+        self.summary_stats = stats = summarizer.stats
         logger.info(
             f"summaries: {stats.calls} LLM calls, {stats.reused} reused from {summarizer.store.path}, "
             f"{stats.calls_per_user():.2f} calls per user, {stats.new_tokens} tokens generated, "

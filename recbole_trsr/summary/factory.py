@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.generation import GenerationSettings
-from recbole_trsr.llm.loading import LLMSpec, load_llm
+from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
 from recbole_trsr.summary.prompts import SummaryPrompts
 from recbole_trsr.summary.store import SummaryStore
 from recbole_trsr.summary.summarizer import Summarizer
-
-
-def capped(item_texts, tokenizer, max_tokens: int):
-    """item token -> its text, cut to ``max_tokens`` tokens of ``tokenizer`` (memoized)."""
-    cache: dict[str, str] = {}
-
-    def text(token: str) -> str:
-        if token not in cache:
-            full = item_texts.text(token)
-            ids = tokenizer.encode(full, add_special_tokens=False)
-            cache[token] = full if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip()
-        return cache[token]
-
-    return text
 
 
 def build_summarizer(config, item_texts) -> Summarizer:
@@ -32,8 +19,6 @@ def build_summarizer(config, item_texts) -> Summarizer:
     )
     spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
     if config["summary_backend"] == "server":
-        from recbole_trsr.llm.loading import load_tokenizer
-
         tokenizer = load_tokenizer(spec)  # only to cap item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
         backend = OpenAICompatibleBackend(config["summary_server_url"], name, settings)
@@ -44,7 +29,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
     return Summarizer(
         backend,
         open_store(config),
-        capped(item_texts, tokenizer, config["item_max_tokens"]),
+        capped_texts(item_texts, tokenizer, config["item_max_tokens"]),
         config["summary_mode"],
         block_size=config["block_size"],
         max_blocks=config["max_blocks"],
