@@ -46,6 +46,9 @@ SUMMARY = (
     "fragrance as a treat. Overall the user values gentle ingredients, practical everyday products and a "
     "small set of trusted brands.\n"
 )
+SENTENCES = [
+    sentence.strip() + "." for sentence in SUMMARY.removeprefix("[Preference Summary] ").split(".") if sentence.strip()
+]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon" / "amazon.item"
 PADDED_LENGTH = 2048
 
@@ -70,8 +73,11 @@ def build_users(tokenizer, users: int, candidates: int, seed: int):
     for user in range(users):
         own = texts[user * (3 + candidates) : (user + 1) * (3 + candidates)]
         recent = "".join(f"{n}. {text}\n" for n, text in enumerate(own[:3], start=1))
-        # Everything the candidates share, the "[Next Item]" label included, belongs to the prefix.
-        prefix = tokenizer(INSTRUCTION + SUMMARY + "[Historical Items]\n" + recent + "[Next Item]")["input_ids"]
+        # Everything the candidates share, the "[Next Item]" label included, belongs to the prefix. Each user
+        # gets their own summary (the sentences in another order), so users share only what real prompts
+        # share: the instruction and the section label.
+        summary = "[Preference Summary] " + " ".join(random.Random(seed + user).sample(SENTENCES, len(SENTENCES)))
+        prefix = tokenizer(INSTRUCTION + summary + "\n[Historical Items]\n" + recent + "[Next Item]")["input_ids"]
         suffixes = [tokenizer.encode(f" {text}\nAnswer:", add_special_tokens=False) for text in own[3:]]
         built.append((prefix, suffixes))
     return built

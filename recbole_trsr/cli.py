@@ -12,6 +12,7 @@ import yaml
 
 from recbole_trsr.comparison import write_comparison
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.model_list import split_model_list
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
 
@@ -65,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "set of test candidates. Any other --key=value is passed to RecBole's Config.",
         allow_abbrev=False,  # --data_path must never be taken for --dataset
     )
-    parser.add_argument("--model", "-m", default="SASRec,GRU4Rec", help="model name, or names separated by commas")
+    parser.add_argument(
+        "--model",
+        "-m",
+        default="SASRec,GRU4Rec",
+        help="model names separated by commas; NAME[key=value;...] adds a variant with its own settings",
+    )
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default="", help="YAML files, separated by spaces")
     parser.add_argument(
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, rest: list[str]) -> int:
     overrides = parse_overrides(rest)
-    models = [name.strip() for name in args.model.split(",") if name.strip()]
+    models = split_model_list(args.model)
     if not models:
         raise UserInputError("--model names no model")
     config_files = args.config_files.split()

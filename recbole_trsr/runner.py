@@ -15,7 +15,10 @@ from recbole.utils import get_trainer, init_logger, init_seed
 from recbole_trsr.candidates import CandidateLog
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.memory import PeakMemory
+from recbole_trsr.model.retriever import NO_RETRIEVER, full_ranking
+from recbole_trsr.model_list import model_variant
 from recbole_trsr.registry import get_model_class
 from recbole_trsr.subset import apply_user_subset
 
@@ -35,6 +38,7 @@ class ModelRun:
     test_users: int
     peak_rss_mb: float
     peak_cuda_mb: float
+    checkpoint: str
     candidates: CandidateLog = field(repr=False)
     config: TRSRConfig = field(repr=False)
 
@@ -48,14 +52,26 @@ def start_model_logger(config) -> None:
     init_logger(config)
 
 
+def check_checkpoint_paths(config) -> None:
+    """Paths a model reads only after minutes of work are checked before any model trains."""
+    if config["resume_from"] and not os.path.isdir(config["resume_from"]):
+        raise UserInputError(f"resume_from '{config['resume_from']}': no such checkpoint folder")
+    if config["retriever_checkpoint"] and not os.path.isfile(config["retriever_checkpoint"]):
+        raise UserInputError(f"retriever_checkpoint '{config['retriever_checkpoint']}': no such file")
+
+
 def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSRConfig:
+    """The config of one ``--model`` entry: a model name, optionally with its own ``[key=value;...]``."""
+    model_name, own_settings = model_variant(model_name)
+    overrides = {**(overrides or {}), **own_settings}
     config = TRSRConfig(get_model_class(model_name), dataset, config_files, overrides)
     check_dataset_files(config)
+    check_checkpoint_paths(config)
     apply_user_subset(config)
     return config
 
 
-def run_model(config: TRSRConfig) -> ModelRun:
+def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
     """RecBole's run_recbole for one config, timed, with the test candidates recorded."""
     init_seed(config["seed"], config["reproducibility"])
     start_model_logger(config)
@@ -82,13 +98,13 @@ def run_model(config: TRSRConfig) -> ModelRun:
         with log.recording(trainer):
             test_result = trainer.evaluate(
                 test_data,
-                load_best_model=os.path.isfile(trainer.saved_model_file),
+                load_best_model=os.path.exists(trainer.saved_model_file),
                 show_progress=config["show_progress"],
             )
         test_seconds = time.perf_counter() - started
     logger.info(f"test result: {dict(test_result)}")
     return ModelRun(
-        model=config["model"],
+        model=label or config["model"],
         test_result=dict(test_result),
         best_valid_result=dict(best_valid_result) if best_valid_result else None,
         train_seconds=train_seconds,
@@ -97,20 +113,40 @@ def run_model(config: TRSRConfig) -> ModelRun:
         test_users=test_data.sample_size,
         peak_rss_mb=memory.rss_mb,
         peak_cuda_mb=memory.cuda_mb,
+        checkpoint=trainer.saved_model_file,
         candidates=log,
         config=config,
     )
+
+
+def retriever_needed(config) -> str | None:
+    """The model whose checkpoint this config still waits for (LLMTRSR's retriever under full ranking)."""
+    if config["retriever"] and not config["retriever_checkpoint"] and full_ranking(config):
+        return config["retriever"]
+    return None
 
 
 def run_comparison(model_names, dataset, config_files=None, overrides=None) -> list[ModelRun]:
     """Run every model (plus the random ranking) and return their runs in order.
 
     All configs are built and all files checked before the first model trains, so a typo in the last
-    model's name does not cost the first model's training.
+    model's name does not cost the first model's training. A retriever that another model of the run
+    reranks is trained first, and its checkpoint is handed on.
     """
-    names = list(dict.fromkeys(model_names))
+    names = list(dict.fromkeys(entry.strip() for entry in model_names))
     if RANDOM_BASELINE not in names:
         names.append(RANDOM_BASELINE)
-    configs = [build_config(name, dataset, config_files, overrides) for name in names]
+    entries = [(name, build_config(name, dataset, config_files, overrides)) for name in names]
+    retrievers = {retriever_needed(config) for _, config in entries} - {None}
+    for retriever in retrievers:
+        if retriever not in names:  # only the plain retriever: a variant is another model
+            raise UserInputError(NO_RETRIEVER.format(retriever=retriever))
+    entries.sort(key=lambda entry: entry[0] not in retrievers)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
-    return [run_model(config) for config in configs]
+    runs = []
+    for name, config in entries:
+        retriever = retriever_needed(config)
+        if retriever:
+            config["retriever_checkpoint"] = next(run.checkpoint for run in runs if run.model == retriever)
+        runs.append(run_model(config, label=name))
+    return runs

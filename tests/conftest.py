@@ -84,3 +84,20 @@ def tiny_lm(default_llm):
 
     _, tokenizer = default_llm
     return tiny_llama(tokenizer), tokenizer
+
+
+@pytest.fixture
+def tiny_llm_overrides(tiny_overrides, tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    folder = tmp_path / "tiny-llm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {
+        **tiny_overrides,
+        "llm_path": str(folder),
+        "summary_max_new_tokens": "4",
+        "max_train_prefixes": "2",
+        "train_batch_size": "16",
+        "learning_rate": "0.01",
+        "lora_r": "4",
+    }

@@ -90,3 +90,18 @@ def test_exit_status_and_debug_traceback_from_the_script(tmp_path):
     loud = subprocess.run([*command, "--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert loud.returncode != 0
     assert "Traceback" in loud.stderr and "UserInputError" in loud.stderr
+
+
+def test_model_list_with_variants():
+    from recbole_trsr.model_list import model_variant, split_model_list
+
+    entries = split_model_list("SASRec, LLMTRSR[summary_mode=none;recent_k=5],LLMTRSR[eval_args={'mode': 'full'}],")
+    assert entries == ["SASRec", "LLMTRSR[summary_mode=none;recent_k=5]", "LLMTRSR[eval_args={'mode': 'full'}]"]
+    assert model_variant(entries[1]) == ("LLMTRSR", {"summary_mode": "none", "recent_k": "5"})
+    assert model_variant(entries[2]) == ("LLMTRSR", {"eval_args": "{'mode': 'full'}"})
+
+
+@pytest.mark.parametrize("entry", ["LLMTRSR[summary_mode]", "LLMTRSR[=none]", "LLMTRSR[a=1]x"])
+def test_malformed_model_variant(capsys, tiny_overrides, entry):
+    assert main([f"--model={entry}", "--dataset=tiny", *as_arguments(tiny_overrides)]) == 2
+    assert f"--model entry '{entry}'" in capsys.readouterr().err

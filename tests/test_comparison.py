@@ -97,7 +97,9 @@ def test_markdown_marks_missing_values(tmp_path):
     from recbole_trsr.comparison import write_comparison
     from recbole_trsr.runner import ModelRun
 
-    run = ModelRun("RandomRank", {"ndcg@10": 0.2}, None, 0.0, 0, 1.0, 10, 100.0, 0.0, CandidateLog(None, False), None)
+    run = ModelRun(
+        "RandomRank", {"ndcg@10": 0.2}, None, 0.0, 0, 1.0, 10, 100.0, 0.0, "", CandidateLog(None, False), None
+    )
     markdown, _, csv_path = write_comparison([run], "tiny", str(tmp_path))
     assert "nan" not in markdown and "| -" in markdown
     assert pd.read_csv(csv_path)["s_per_epoch"].isna().all()

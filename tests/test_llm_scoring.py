@@ -94,3 +94,31 @@ def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm):
         assert torch.isfinite(scores).all()
         if suffixes:
             assert (scores - alone).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("which", ["tiny_lm", "default_llm"])
+def test_users_whose_prompts_open_alike_share_that_opening_and_score_the_same(request, monkeypatch, which):
+    from recbole_trsr.model.llmtrsr import INSTRUCTION
+
+    model, tokenizer = request.getfixturevalue(which)
+    scorer = YesNoScorer(model, tokenizer)
+    opening = tokenizer(INSTRUCTION)["input_ids"]
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    requests = [
+        (opening + encode(PREFIX), [encode(text) for text in CANDIDATES[:4]]),
+        (opening + encode("[Recent Items]\n1. a lipstick\n[Next Item]"), [encode(text) for text in CANDIDATES[2:]]),
+        (opening[:-3], [encode(CANDIDATES[0])]),  # a prompt that is all opening, and shorter than the rest
+    ]
+    common_runs = []
+    backbone_forward = scorer.backbone().forward
+
+    def spy(*args, **kwargs):
+        common_runs.append(kwargs["input_ids"].shape)
+        return backbone_forward(*args, **kwargs)
+
+    monkeypatch.setattr(scorer.backbone(), "forward", spy)
+    batched = scorer.score_batch(requests)
+    assert common_runs[0] == (1, len(opening) - 4)  # the opening ran once, for all three users
+    for (prefix, suffixes), scores in zip(requests, batched, strict=True):
+        alone = scorer.score_full_prompts([prefix + suffix for suffix in suffixes])
+        assert (scores - alone).abs().max().item() <= 1e-4

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from recbole_trsr.runner import run_comparison
 
 
-@pytest.fixture
-def tiny_llm_overrides(tiny_overrides, tiny_lm, tmp_path):
-    model, tokenizer = tiny_lm
-    folder = tmp_path / "tiny-llm"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return {
-        **tiny_overrides,
-        "llm_path": str(folder),
-        "summary_max_new_tokens": "4",
-        "max_train_prefixes": "2",
-        "train_batch_size": "16",
-        "learning_rate": "0.01",
-        "lora_r": "4",
-    }
-
-
-@pytest.mark.parametrize("mode", ["hierarchical", "recurrent", "none"])
-def test_llmtrsr_trains_and_is_scored_on_the_baselines_candidates(tiny_llm_overrides, mode):
-    models = ["LLMTRSR", "SASRec"] if mode == "hierarchical" else ["LLMTRSR"]
-    runs = run_comparison(models, "tiny", overrides={**tiny_llm_overrides, "summary_mode": mode})
+def test_all_summary_modes_and_the_baselines_in_one_table_on_the_same_candidates(tiny_llm_overrides):
+    models = ["LLMTRSR", "LLMTRSR[summary_mode=recurrent]", "LLMTRSR[summary_mode=none; recent_k=2]", "SASRec"]
+    runs = run_comparison(models, "tiny", overrides=tiny_llm_overrides)
     assert [run.model for run in runs] == [*models, "RandomRank"]
+    assert [run.config["summary_mode"] for run in runs[:3]] == ["hierarchical", "recurrent", "none"]
+    assert runs[2].config["recent_k"] == 2 and runs[0].config["recent_k"] == 3
     assert all(run.candidates.candidates == runs[0].candidates.candidates for run in runs)
     assert runs[0].epochs == 1 and 0.0 <= runs[0].test_result["ndcg@10"] <= 1.0
 
@@ -83,3 +66,78 @@ def test_dataset_without_text_fields(capsys, tiny_llm_overrides):
     arguments = as_arguments({**tiny_llm_overrides, "item_text_fields": "[]"})
     assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
     assert "LLMTRSR needs item text: set item_text_fields" in capsys.readouterr().err
+
+
+def test_shared_prefix_loss_equals_the_loss_of_whole_prompts(tiny_llm_overrides):
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_trsr.runner import build_config
+
+    config = build_config("LLMTRSR", "tiny", overrides=tiny_llm_overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = config.model_class(config, train_data._dataset).eval()  # no dropout: both paths see one function
+    batch = next(iter(train_data))
+    losses, gradients = [], []
+    for whole_prompts in (False, True):
+        model.gradient_checkpointing = whole_prompts  # the path that checkpointed training takes
+        model.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        losses.append(loss.item())
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    assert abs(losses[0] - losses[1]) < 1e-5
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
+
+
+def full_ranking_overrides(overrides):
+    return {**overrides, "summary_mode": "none", "eval_args": "{'mode': 'full'}", "rerank_top_m": "10"}
+
+
+def test_full_ranking_reranks_the_retrievers_top_items(tiny_llm_overrides):
+    runs = run_comparison(["LLMTRSR", "SASRec"], "tiny", overrides=full_ranking_overrides(tiny_llm_overrides))
+    assert [run.model for run in runs] == ["SASRec", "LLMTRSR", "RandomRank"]  # the retriever trains first
+    sasrec, llmtrsr = runs[0].test_result, runs[1].test_result
+    # The LLM reorders SASRec's top 10 and leaves the rest: the same items are in the top 10.
+    assert llmtrsr["recall@10"] == sasrec["recall@10"]
+    assert runs[1].config["retriever_checkpoint"] == runs[0].checkpoint
+
+
+def test_full_ranking_without_a_retriever(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    arguments = ["--dataset=tiny", *as_arguments(full_ranking_overrides(tiny_llm_overrides))]
+    capsys.readouterr()
+    assert main(["--model=LLMTRSR", *arguments]) == 2
+    assert "none is available; add the retriever to the run (--model=LLMTRSR,SASRec)" in capsys.readouterr().err
+    assert main(["--model=LLMTRSR", *arguments, "--retriever_checkpoint=missing.pth"]) == 2
+    assert "retriever_checkpoint 'missing.pth': no such file" in capsys.readouterr().err
+
+
+def test_retriever_checkpoint_of_another_dataset(capsys, tiny_llm_overrides, tmp_path):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments, write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data", name="other", users=30, items=25, seed=1)
+    other = run_comparison(["SASRec"], "other", overrides=tiny_llm_overrides)[0].checkpoint
+    arguments = ["--dataset=tiny", *as_arguments(full_ranking_overrides(tiny_llm_overrides))]
+    capsys.readouterr()
+    assert main(["--model=LLMTRSR", *arguments, f"--retriever_checkpoint={other}"]) == 2
+    assert f"retriever_checkpoint '{other}' belongs to dataset 'other', not 'tiny'" in capsys.readouterr().err
+
+
+def test_model_context_shorter_than_the_minimum_prompt(capsys, tiny_llm_overrides):
+    import json
+    from pathlib import Path
+
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    config_file = Path(tiny_llm_overrides["llm_path"]) / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "max_position_embeddings": 48}))
+    capsys.readouterr()
+    arguments = as_arguments({**tiny_llm_overrides, "summary_mode": "none"})
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
+    assert "the model's context (48 tokens) is shorter than the minimum prompt" in capsys.readouterr().err

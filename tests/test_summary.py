@@ -223,6 +223,33 @@ def test_unreachable_server_keeps_what_was_done(tmp_path):
     assert len(store) == 1
 
 
+def test_server_that_refuses_a_request_is_quoted():
+    import http.server
+    import threading
+
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # what llama.cpp's server answers when a prompt overflows a slot's context
+            body = b'{"error":{"code":500,"message":"Context size has been exceeded."}}'
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAICompatibleBackend(f"http://127.0.0.1:{server.server_port}", "m", GenerationSettings())
+        with pytest.raises(UserInputError, match="answered HTTP 500: .*Context size has been exceeded"):
+            backend.generate(["a prompt"])
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.skipif(
     not __import__("os").environ.get("RECBOLE_TRSR_SERVER_URL"),
     reason="set RECBOLE_TRSR_SERVER_URL (and RECBOLE_TRSR_SERVER_MODEL) to an OpenAI-compatible server",

@@ -134,29 +134,56 @@ class YesNoScorer:
         return results
 
     def _score_active(self, prefixes: list[list[int]], uniques: list[list[tuple[int, ...]]]) -> torch.Tensor:
-        """One forward over the left-padded prefixes, then one over each user's suffixes packed into one row.
+        return self.answer_probability(self.answer_states(prefixes, uniques)).cpu()
 
-        A packed row attends to its own user's cached prefix and, causally, within each suffix only: the
-        prefix's KV cache is never copied per candidate, and every matrix product stays large.
+    def encode_prefixes(self, prefixes: list[list[int]]):
+        """(KV cache, attention mask, lengths) of the prefixes, left-padded to one width.
+
+        The tokens that open every prefix (the instruction, in LLMTRSR's prompts) run once for the whole
+        batch and their cache is shared, as an inference server's prefix cache would do; each prefix's own
+        part follows, padded on its left, so the padding sits between the common part and the rest.
         """
         backbone, device = self.backbone(), self.device
-        prefix_tokens, prefix_lengths, prefix_mask = pad(prefixes, self.pad_id, device, left=True)
-        prefix_positions = (prefix_mask.cumsum(dim=1) - 1).clamp(min=0)
+        common = 0
+        if len(prefixes) > 1:
+            shortest = min(len(prefix) for prefix in prefixes)
+            while common < shortest - 1 and all(prefix[common] == prefixes[0][common] for prefix in prefixes):
+                common += 1
+        cache = None
+        if common:
+            cache = backbone(input_ids=torch.tensor([prefixes[0][:common]], device=device), use_cache=True)
+            cache = cache.past_key_values
+            cache.batch_select_indices(torch.zeros(len(prefixes), dtype=torch.long, device=device))
+        tokens, lengths, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device, left=True)
+        mask = torch.cat([own_mask.new_ones(len(prefixes), common), own_mask], dim=1)
+        positions = common + (own_mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = backbone(
-            input_ids=prefix_tokens, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True
+            input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         ).past_key_values
+        return cache, mask, common + lengths
+
+    def answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
+        """Final hidden states at the answer position of every suffix, in order: (sum of suffixes, hidden).
+
+        One forward over the left-padded prefixes, then one over each user's suffixes packed into rows that
+        attend to their own user's cached prefix and, causally, within each suffix only: the prefix's KV cache
+        is never copied per candidate, and every matrix product stays large. Gradients flow when called
+        outside inference mode, so training shares the prefix of a positive and its negatives too.
+        """
+        backbone, device = self.backbone(), self.device
+        cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
 
         # Rows of at most `suffixes_per_row` suffixes: a packed row computes attention densely over its
         # prefix and all its suffixes, so shorter rows waste less; each extra row copies its prefix's cache.
         rows = [
-            (user, unique[start : start + self.suffixes_per_row])
-            for user, unique in enumerate(uniques)
-            for start in range(0, len(unique), self.suffixes_per_row)
+            (user, suffixes[start : start + self.suffixes_per_row])
+            for user, suffixes in enumerate(suffix_lists)
+            for start in range(0, len(suffixes), self.suffixes_per_row)
         ]
         owners = torch.tensor([user for user, _ in rows], device=device)
         if len(rows) > len(prefixes):
             cache.batch_select_indices(owners)
-        prefix_width = prefix_tokens.shape[1]
+        prefix_width = prefix_mask.shape[1]
         width = max(sum(len(suffix) for suffix in group) for _, group in rows)
         tokens = torch.full((len(rows), width), self.pad_id, device=device)
         positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
@@ -179,7 +206,7 @@ class YesNoScorer:
         hidden = backbone(
             input_ids=tokens, attention_mask=allowed, position_ids=positions, past_key_values=cache
         ).last_hidden_state
-        return self.answer_probability(hidden[answer_rows, answer_columns]).cpu()
+        return hidden[answer_rows, answer_columns]
 
     @torch.inference_mode()
     def score_full_prompts(self, prompt_ids: list[list[int]], batch_size: int = 21) -> torch.Tensor:

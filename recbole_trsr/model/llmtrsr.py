@@ -7,6 +7,8 @@ prompt's prefix; the candidate and the answer slot are its suffix, scored with a
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -17,6 +19,7 @@ from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.loading import LLMSpec, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
+from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
 from recbole_trsr.summary.prompts import numbered
 
@@ -39,12 +42,16 @@ class LLMTRSR(SequentialRecommender):
         from peft import LoraConfig, get_peft_model
 
         self.texts = dataset  # summaries, histories and item texts stay on the dataset
+        if full_ranking(config):  # before the LLM loads: a missing retriever should fail fast
+            self.retriever = load_retriever(config, dataset)
+            self.rerank_top_m = config["rerank_top_m"]
         self.label_field = config["LABEL_FIELD"]
         self.loss_scope = config["loss_scope"]
         if self.loss_scope not in ("answer", "prompt"):
             raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
         base, self.tokenizer = load_llm(LLMSpec.from_config(config))
-        if config["gradient_checkpointing"]:
+        self.gradient_checkpointing = config["gradient_checkpointing"]
+        if self.gradient_checkpointing:
             base.gradient_checkpointing_enable()
         lora = LoraConfig(
             r=config["lora_r"],
@@ -53,7 +60,9 @@ class LLMTRSR(SequentialRecommender):
             target_modules=list(config["lora_target_modules"]),
             task_type="CAUSAL_LM",
         )
-        self.llm = get_peft_model(base, lora)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            self.llm = get_peft_model(base, lora)
         self.scorer = YesNoScorer(self.llm, self.tokenizer, suffixes_per_row=config["score_suffixes_per_row"])
         self.fitter = PromptFitter(self.tokenizer, config["max_prompt_tokens"] or self.scorer.context_window)
         self.templates = {
@@ -118,14 +127,16 @@ class LLMTRSR(SequentialRecommender):
         requests, places = self.requests(interaction)
         labels = interaction[self.label_field].tolist()
         verbalizer = self.scorer.verbalizer
-        prompts, targets = [], []
-        for (prefix, suffixes), rows in zip(requests, places, strict=True):
-            for suffix, row in zip(suffixes, rows, strict=True):
-                prompts.append(prefix + suffix)
-                targets.append(verbalizer.yes_id if labels[row] > 0.5 else verbalizer.no_id)
-        tokens, lengths, mask = pad(prompts, self.scorer.pad_id, self.device)
+        targets = [verbalizer.yes_id if labels[row] > 0.5 else verbalizer.no_id for rows in places for row in rows]
         targets = torch.tensor(targets, device=self.device)
         head = self.llm.get_output_embeddings()
+        if self.loss_scope == "answer" and not self.gradient_checkpointing:
+            # A positive and its negatives share their prefix: one pass over it, as in scoring.
+            answer_states = self.scorer.answer_states(*map(list, zip(*requests, strict=True)))
+            return F.cross_entropy(head(answer_states).float(), targets)
+        # Whole prompts: the paper's loss reads every token, and checkpointed layers keep no KV cache.
+        prompts = [prefix + suffix for prefix, suffixes in requests for suffix in suffixes]
+        tokens, lengths, mask = pad(prompts, self.scorer.pad_id, self.device)
         hidden = self.scorer.backbone()(input_ids=tokens, attention_mask=mask).last_hidden_state
         answer_logits = head(hidden[torch.arange(len(prompts), device=self.device), lengths - 1])
         if self.loss_scope == "answer":
@@ -145,7 +156,19 @@ class LLMTRSR(SequentialRecommender):
         return scores
 
     def full_sort_predict(self, interaction):
-        raise UserInputError(
-            "LLMTRSR scores sampled candidates; full ranking (eval_args mode: full) needs a retriever to rerank, "
-            "which is not available yet"
-        )
+        """The retriever ranks every item; its top ``rerank_top_m`` are reordered by P(yes), above the rest.
+
+        Below them every item keeps the retriever's score, so the order of the rest is the retriever's.
+        """
+        scores = self.retriever.full_sort_predict(interaction).float()
+        scores[:, 0] = -torch.inf  # the padding item
+        top = scores.topk(min(self.rerank_top_m, scores.shape[1] - 1), dim=1).indices
+        users = interaction[self.USER_ID].tolist()
+        ends = interaction[HISTORY_END].long().tolist()
+        requests = []
+        for user, end, items in zip(users, ends, top.tolist(), strict=True):
+            suffixes = [self.suffix_ids(item) for item in items]
+            requests.append((self.prefix_ids(user, end, max(map(len, suffixes))), suffixes))
+        reranked = torch.stack(self.scorer.score_batch(requests)).to(scores.device)
+        ceiling = scores.max(dim=1, keepdim=True).values + 1.0
+        return scores.scatter(1, top, ceiling + reranked)

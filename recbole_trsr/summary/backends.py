@@ -71,6 +71,9 @@ class OpenAICompatibleBackend:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.load(response)
+        except urllib.error.HTTPError as error:  # reachable, but it refused this request: say what it said
+            detail = error.read().decode(errors="replace").strip().replace("\n", " ")[:300]
+            raise UserInputError(f"summary server {self.url} answered HTTP {error.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise UserInputError(f"summary server {self.url} is unreachable ({reason})") from None

@@ -1,0 +1,90 @@
+"""LLMTRSR's checkpoint folder: the LoRA adapter (peft's save_pretrained), never the frozen base model.
+
+    <checkpoint_dir>/LLMTRSR-<time>/
+        config.yaml          the run's config
+        best/                the adapter of the best validation epoch (what the test uses)
+        last/                the adapter at the latest save point, with trainer_state.pt (resume)
+
+Each sub-folder is written beside its final name and renamed into place, so a run killed while saving
+leaves the previous save point whole. Everything is read back without unpickling code: the adapter is
+safetensors, and the trainer state holds only tensors and plain values (torch.load with weights_only).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from recbole_trsr.errors import UserInputError
+
+BEST, LAST, STATE_FILE, CONFIG_FILE = "best", "last", "trainer_state.pt", "config.yaml"
+
+
+def plain(value):
+    """A config value as YAML can write it: containers kept, anything else (devices, enums) as text."""
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+def write_config(folder: Path, config) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {key: plain(value) for key, value in config.final_config_dict.items()}
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(settings, sort_keys=True))
+
+
+def replace_folder(staging: Path, final: Path) -> None:
+    retired = final.with_name(final.name + ".old")
+    if final.exists():
+        final.rename(retired)
+    staging.rename(final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def save(peft_model, folder: Path, name: str, trainer_state: dict | None = None) -> Path:
+    """Write the adapter (and the trainer state, for resuming) to ``folder/name``, replacing it whole."""
+    staging = folder / f"{name}.saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    peft_model.save_pretrained(staging)
+    if trainer_state is not None:
+        torch.save(trainer_state, staging / STATE_FILE)
+    replace_folder(staging, folder / name)
+    return folder / name
+
+
+def load_adapter(peft_model, folder: Path) -> None:
+    """Load the adapter weights saved in ``folder`` into ``peft_model`` (same base, same LoRA settings)."""
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    if not (folder / "adapter_config.json").is_file():
+        raise UserInputError(f"{folder} holds no LoRA adapter (adapter_config.json is missing)")
+    device = next(peft_model.parameters()).device
+    try:
+        weights = load_peft_weights(str(folder), device=str(device))
+        result = set_peft_model_state_dict(peft_model, weights)
+    except Exception as error:  # safetensors and torch raise many kinds for a damaged file
+        raise UserInputError(f"{folder}: the adapter cannot be read or does not fit this model ({error})") from None
+    if result.unexpected_keys:
+        raise UserInputError(
+            f"{folder}: the adapter does not fit this model (unexpected weights such as {result.unexpected_keys[0]}); "
+            "were lora_target_modules or llm_path different?"
+        )
+
+
+def load_trainer_state(folder: Path, device) -> dict:
+    path = folder / STATE_FILE
+    if not path.is_file():
+        raise UserInputError(f"{folder} is not a resumable LLMTRSR checkpoint: {STATE_FILE} is missing")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise UserInputError(
+            f"{path} is damaged and cannot be resumed from ({type(error).__name__}: {error})"
+        ) from None

@@ -1,0 +1,148 @@
+"""LLMTRSRTrainer: RecBole's Trainer with adapter-only checkpoints, gradient accumulation and resuming.
+
+RecBole's Trainer pickles the whole model's state_dict, which for an LLM is the frozen base model again and
+again. This one keeps RecBole's loop (early stopping on ``valid_metric``, its logger and progress bars)
+and changes what is saved (see adapter_checkpoint) and how an epoch runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.model import adapter_checkpoint as checkpoint
+
+
+class LLMTRSRTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.accumulation = (
+            1 if config["gradient_accumulation_steps"] is None else config["gradient_accumulation_steps"]
+        )
+        if not isinstance(self.accumulation, int) or self.accumulation < 1:
+            raise UserInputError(
+                f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
+            )
+        self.checkpoint_steps = config["checkpoint_steps"] or 0
+        self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
+        self.resume_batches, self.resume_loss = 0, 0.0
+        if config["resume_from"]:
+            self.resume_checkpoint(config["resume_from"])
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.saved_model_file)
+
+    # Saving and loading -------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole calls this when validation improves: keep that epoch's adapter as the best."""
+        folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
+        if epoch < 0 and (folder / checkpoint.BEST).is_dir():
+            return  # RecBole's "resumed after the last epoch" save: the best adapter is already there
+        checkpoint.write_config(folder, self.config)
+        path = checkpoint.save(self.model.llm, folder, checkpoint.BEST)
+        if verbose:
+            self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
+
+    def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float) -> None:
+        state = {
+            "epoch": epoch,
+            "batches_done": batches_done,
+            "epoch_loss": float(epoch_loss),
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
+            "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        checkpoint.write_config(self.folder, self.config)
+        checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
+
+    def resume_checkpoint(self, resume_file):
+        """Go on from the last save point of ``resume_file`` (a checkpoint folder), into the same folder."""
+        folder = Path(resume_file)
+        if not folder.is_dir():
+            raise UserInputError(f"resume_from '{resume_file}': no such checkpoint folder")
+        state = checkpoint.load_trainer_state(folder / checkpoint.LAST, self.device)
+        checkpoint.load_adapter(self.model.llm, folder / checkpoint.LAST)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start_epoch, self.resume_batches = state["epoch"], state["batches_done"]
+            self.resume_loss, self.cur_step = state["epoch_loss"], state["cur_step"]
+            self.best_valid_score = state["best_valid_score"]
+            self.best_valid_result = state["best_valid_result"] or None
+            self.train_loss_dict = dict(state["train_loss_dict"])
+            self.resume_rng = state["torch_rng"]
+        except (KeyError, ValueError) as error:
+            raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
+        self.saved_model_file = str(folder)
+        self.logger.info(f"Resuming {folder} at epoch {self.start_epoch}, after {self.resume_batches} batches of it")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model:
+            best = Path(model_file or self.saved_model_file) / checkpoint.BEST
+            checkpoint.load_adapter(self.model.llm, best)
+            self.logger.info(f"Loading the best adapter from {best}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        def after_validation(epoch_idx, valid_score):
+            if saved:  # the best score and early-stopping count are final for this epoch now
+                self.save_resume_point(epoch_idx + 1, 0, 0.0)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    # One epoch --------------------------------------------------------------------------------------
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        # Each epoch's order and negatives follow from the seed and the epoch alone, so an interrupted
+        # epoch replays the same batches up to its save point and goes on from there.
+        seed = self.config["seed"] + epoch_idx
+        train_data.generator.manual_seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        skip = self.resume_batches if epoch_idx == self.start_epoch else 0
+        total_loss = self.resume_loss if skip else 0.0
+        batches = (
+            tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress
+            else train_data
+        )
+        self.optimizer.zero_grad()
+        steps = 0
+        for batch_idx, interaction in enumerate(batches):
+            if batch_idx < skip:
+                continue  # collated all the same: the negatives of later batches come out as before
+            if batch_idx == skip and skip:
+                torch.set_rng_state(self.resume_rng)  # dropout continues where the save point left it
+            loss = loss_func(interaction.to(self.device))
+            self._check_nan(loss)
+            (loss / self.accumulation).backward()
+            total_loss += loss.item()
+            if (batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data):
+                continue
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            steps += 1
+            if show_progress:
+                batches.set_postfix_str(f"loss {total_loss / (batch_idx + 1):.4f}")
+            if self.checkpoint_steps and steps % self.checkpoint_steps == 0 and batch_idx + 1 < len(train_data):
+                self.save_resume_point(epoch_idx, batch_idx + 1, total_loss)
+        self.resume_batches = 0
+        self.save_resume_point(epoch_idx, len(train_data), total_loss)
+        return total_loss

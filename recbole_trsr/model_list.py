@@ -1,0 +1,38 @@
+"""The --model list: model names separated by commas, each optionally with settings of its own.
+
+``LLMTRSR,LLMTRSR[summary_mode=none;recent_k=5],SASRec`` runs three models, the second with two settings
+that only it gets, so that ablations sit in one table on the same candidates.
+"""
+
+from __future__ import annotations
+
+import re
+
+from recbole_trsr.errors import UserInputError
+
+
+def split_model_list(text: str) -> list[str]:
+    """``A,B[key=value;key=value],C`` into its entries; commas inside brackets belong to the entry."""
+    entries, depth, current = [], 0, ""
+    for character in text + ",":
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "," and depth <= 0:
+            entries.append(current.strip())
+            current = ""
+        else:
+            current += character
+    return [entry for entry in entries if entry]
+
+
+def model_variant(entry: str) -> tuple[str, dict[str, str]]:
+    """``LLMTRSR[summary_mode=none;recent_k=5]`` -> ("LLMTRSR", its own settings), ranked as its own row."""
+    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[([^\]]*)\])?\s*", entry)
+    if not match:
+        raise UserInputError(f"--model entry '{entry}' is not NAME or NAME[key=value;...]")
+    settings = {}
+    for setting in filter(None, (part.strip() for part in (match.group(2) or "").split(";"))):
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise UserInputError(f"--model entry '{entry}': '{setting}' is not key=value")
+        settings[key.strip()] = value.strip()
+    return match.group(1), settings

@@ -1,0 +1,128 @@
+"""LLMTRSRTrainer: adapter-only checkpoints, the best epoch for the test, resuming, gradient accumulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from recbole_trsr.cli import main
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.runner import build_config, run_comparison
+from tests.conftest import as_arguments
+
+
+def prepared(overrides):
+    """Config, model, trainer and data of LLMTRSR on 'tiny', seeded as the runner seeds them."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_trainer, init_seed
+
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return trainer, train_data, valid_data
+
+
+def adapter_weights(trainer) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {name: value.clone() for name, value in get_peft_model_state_dict(trainer.model.llm).items()}
+
+
+@pytest.fixture
+def overrides(tiny_llm_overrides):
+    return {**tiny_llm_overrides, "summary_mode": "none", "epochs": "2", "stopping_step": "5", "checkpoint_steps": "1"}
+
+
+def test_checkpoint_holds_the_adapter_and_config_not_the_base_model(overrides):
+    run = run_comparison(["LLMTRSR"], "tiny", overrides=overrides)[0]
+    folder = Path(run.checkpoint)
+    assert (folder / "config.yaml").is_file() and "summary_mode: none" in (folder / "config.yaml").read_text()
+    for name in ("best", "last"):
+        with safe_open(folder / name / "adapter_model.safetensors", "pt") as weights:
+            keys = list(weights.keys())
+        assert keys and all("lora_" in key for key in keys)  # no frozen base weight is ever written
+    assert (folder / "last" / "trainer_state.pt").is_file()
+    assert not list(folder.rglob("*.pth")) and not list(folder.rglob("model.safetensors"))
+
+
+def test_the_test_uses_the_best_epochs_adapter(overrides):
+    trainer, train_data, valid_data = prepared(overrides)
+    trainer.fit(train_data, valid_data, saved=True)
+    with torch.no_grad():  # whatever the live adapter holds now, the test must read the saved best one
+        for parameter in trainer.model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(1.0)
+    trainer.evaluate(valid_data, load_best_model=True)
+    with safe_open(f"{trainer.saved_model_file}/best/adapter_model.safetensors", "pt") as best:
+        saved = {key: best.get_tensor(key) for key in best.keys()}
+    live = adapter_weights(trainer)
+    assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
+
+
+def test_an_interrupted_run_resumes_to_the_same_adapter(overrides):
+    trainer, train_data, valid_data = prepared(overrides)
+    trainer.fit(train_data, valid_data, saved=True)
+    uninterrupted = adapter_weights(trainer)
+    batches = len(train_data)
+
+    interrupted, train_data, valid_data = prepared(overrides)
+    calls = {"count": 0}
+    original = interrupted.model.calculate_loss
+
+    def killed_in_the_second_epoch(interaction):
+        calls["count"] += 1
+        if calls["count"] == batches + 3:
+            raise KeyboardInterrupt
+        return original(interaction)
+
+    interrupted.model.calculate_loss = killed_in_the_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(train_data, valid_data, saved=True)
+
+    resumed, train_data, valid_data = prepared({**overrides, "resume_from": interrupted.saved_model_file})
+    assert (resumed.start_epoch, resumed.resume_batches) == (1, 2)
+    resumed.fit(train_data, valid_data, saved=True)
+    final = adapter_weights(resumed)
+    assert final.keys() == uninterrupted.keys()
+    assert all(torch.allclose(final[k], uninterrupted[k], atol=1e-6) for k in final)
+    assert resumed.saved_model_file == interrupted.saved_model_file
+
+
+def test_gradient_accumulation_steps_the_optimizer_once_per_group(overrides):
+    trainer, train_data, _ = prepared({**overrides, "gradient_accumulation_steps": "3", "epochs": "1"})
+    steps = {"count": 0}
+    step = trainer.optimizer.step
+
+    def counted(*args, **kwargs):
+        steps["count"] += 1
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = counted
+    trainer._train_epoch(train_data, 0)
+    assert steps["count"] == -(-len(train_data) // 3)  # the last, shorter group steps too
+
+
+def test_resume_from_a_missing_or_damaged_checkpoint(capsys, overrides, tmp_path):
+    arguments = ["--model=LLMTRSR", "--dataset=tiny", *as_arguments(overrides)]
+    capsys.readouterr()
+    assert main([*arguments, f"--resume_from={tmp_path / 'nowhere'}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(f"error: resume_from '{tmp_path / 'nowhere'}': no such checkpoint folder")
+    assert len(error.splitlines()) == 1
+
+    run = run_comparison(["LLMTRSR"], "tiny", overrides={**overrides, "epochs": "1"})[0]
+    state = Path(run.checkpoint) / "last" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    assert main([*arguments, f"--resume_from={run.checkpoint}"]) == 2
+    assert "trainer_state.pt is damaged" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_must_be_positive(overrides):
+    with pytest.raises(UserInputError, match="gradient_accumulation_steps"):
+        prepared({**overrides, "gradient_accumulation_steps": "0.5"})
