@@ -54,7 +54,6 @@ class CandidateLog:
             yield self
         finally:
             collector.eval_batch_collect = collect
-            self.dataset = None  # the tokens are kept; the dataset is not held for the rest of the comparison
 
     def digest(self) -> str:
         """A short fingerprint of all recorded candidates; 'full' under full ranking."""
