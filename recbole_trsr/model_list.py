@@ -13,20 +13,13 @@ from recbole_trsr.errors import UserInputError
 
 def split_model_list(text: str) -> list[str]:
     """``A,B[key=value;key=value],C`` into its entries; commas inside brackets belong to the entry."""
-    entries, depth, current = [], 0, ""
-    for character in text + ",":
-        depth += {"[": 1, "]": -1}.get(character, 0)
-        if character == "," and depth <= 0:
-            entries.append(current.strip())
-            current = ""
-        else:
-            current += character
+    entries = [entry.strip() for entry in re.split(r",(?![^\[]*\])", text)]  # no split inside [...]
     return [entry for entry in entries if entry]
 
 
 def model_variant(entry: str) -> tuple[str, dict[str, str]]:
     """``LLMTRSR[summary_mode=none;recent_k=5]`` -> ("LLMTRSR", its own settings), ranked as its own row."""
-    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[([^\]]*)\])?\s*", entry)
+    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", entry)
     if not match:
         raise UserInputError(f"--model entry '{entry}' is not NAME or NAME[key=value;...]")
     settings = {}

@@ -99,6 +99,8 @@ def test_model_list_with_variants():
     assert entries == ["SASRec", "LLMTRSR[summary_mode=none;recent_k=5]", "LLMTRSR[eval_args={'mode': 'full'}]"]
     assert model_variant(entries[1]) == ("LLMTRSR", {"summary_mode": "none", "recent_k": "5"})
     assert model_variant(entries[2]) == ("LLMTRSR", {"eval_args": "{'mode': 'full'}"})
+    assert split_model_list("A[topk=[3,10]],B") == ["A[topk=[3,10]]", "B"]
+    assert model_variant("A[topk=[3,10]]") == ("A", {"topk": "[3,10]"})
 
 
 @pytest.mark.parametrize("entry", ["LLMTRSR[summary_mode]", "LLMTRSR[=none]", "LLMTRSR[a=1]x"])

@@ -105,21 +105,21 @@ class LLMTRSR(SequentialRecommender):
             self._suffixes[item_id] = self.fitter.encode(self.candidate_text(self.item_text(item_id)))
         return self._suffixes[item_id]
 
+    def request(self, user: int, history_end: int, items: list[int]) -> tuple[list[int], list[list[int]]]:
+        """(prefix ids, suffix ids per item) of one example: what the scorer and the loss take."""
+        suffixes = [self.suffix_ids(item) for item in items]
+        return self.prefix_ids(user, history_end, max(map(len, suffixes))), suffixes
+
     def requests(self, interaction):
         """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from."""
         users = interaction[self.USER_ID].tolist()
         ends = interaction[HISTORY_END].long().tolist()
         items = interaction[self.ITEM_ID].tolist()
-        suffixes = {item: self.suffix_ids(item) for item in set(items)}
         examples: dict[tuple[int, int], list[int]] = {}
         for row, key in enumerate(zip(users, ends, strict=True)):
             examples.setdefault(key, []).append(row)
-        requests, places = [], []
-        for (user, end), rows in examples.items():
-            longest = max(len(suffixes[items[row]]) for row in rows)
-            requests.append((self.prefix_ids(user, end, longest), [suffixes[items[row]] for row in rows]))
-            places.append(rows)
-        return requests, places
+        requests = [self.request(user, end, [items[row] for row in rows]) for (user, end), rows in examples.items()]
+        return requests, list(examples.values())
 
     # RecBole's interface ------------------------------------------------------------------------------
 
@@ -165,10 +165,7 @@ class LLMTRSR(SequentialRecommender):
         top = scores.topk(min(self.rerank_top_m, scores.shape[1] - 1), dim=1).indices
         users = interaction[self.USER_ID].tolist()
         ends = interaction[HISTORY_END].long().tolist()
-        requests = []
-        for user, end, items in zip(users, ends, top.tolist(), strict=True):
-            suffixes = [self.suffix_ids(item) for item in items]
-            requests.append((self.prefix_ids(user, end, max(map(len, suffixes))), suffixes))
+        requests = [self.request(*example) for example in zip(users, ends, top.tolist(), strict=True)]
         reranked = torch.stack(self.scorer.score_batch(requests)).to(scores.device)
         ceiling = scores.max(dim=1, keepdim=True).values + 1.0
         return scores.scatter(1, top, ceiling + reranked)

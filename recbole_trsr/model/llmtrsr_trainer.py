@@ -47,7 +47,6 @@ class LLMTRSRTrainer(Trainer):
         folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
         if epoch < 0 and (folder / checkpoint.BEST).is_dir():
             return  # RecBole's "resumed after the last epoch" save: the best adapter is already there
-        checkpoint.write_config(folder, self.config)
         path = checkpoint.save(self.model.llm, folder, checkpoint.BEST)
         if verbose:
             self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
@@ -64,7 +63,6 @@ class LLMTRSRTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        checkpoint.write_config(self.folder, self.config)
         checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
 
     def resume_checkpoint(self, resume_file):
@@ -95,6 +93,9 @@ class LLMTRSRTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if saved:
+            checkpoint.write_config(self.folder, self.config)  # once: every save of this run shares it
+
         def after_validation(epoch_idx, valid_score):
             if saved:  # the best score and early-stopping count are final for this epoch now
                 self.save_resume_point(epoch_idx + 1, 0, 0.0)
