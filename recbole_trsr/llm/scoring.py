@@ -2,10 +2,10 @@
 
 A user's prompt prefix (instruction, summary, recent items) is the same for all of their candidates. It is
 encoded once; its KV cache is shared by every candidate suffix (candidate text plus answer slot), which is
-all that is run per candidate: the suffixes are packed into one row that attends to the prefix and, within
-each suffix, causally. Several users go through in one batch. Logits are computed only at the
-answer position, and only for the two verbalizer tokens: the final hidden state times the two rows of the
-output embedding.
+all that is run per candidate: a user's suffixes are packed into one row that attends to the prefix and,
+within each suffix, causally (``shared_prefix_attention``). Several users go through in one batch. Logits are
+computed only at the answer position, and only for the two verbalizer tokens: the final hidden state times
+the two rows of the output embedding.
 """
 
 from __future__ import annotations
@@ -15,6 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.shared_prefix_attention import (
+    SHARED_PREFIX_ATTENTION,
+    SuffixLayout,
+    attention_implementation,
+    supports_shared_prefix_attention,
+)
 
 
 @dataclass(frozen=True)
@@ -50,17 +56,24 @@ def resolve_verbalizer(tokenizer, yes: str = "yes", no: str = "no") -> Verbalize
     )
 
 
-def pad(sequences, pad_id: int, device, left: bool = False):
-    """(tokens, lengths, attention mask) of token lists padded to one width, on the right or the left."""
+def pad(sequences, pad_id: int, device):
+    """(tokens, lengths, attention mask) of token lists padded on the right to one width."""
     lengths = torch.tensor([len(sequence) for sequence in sequences], device=device)
-    width = int(lengths.max())
-    tokens = torch.full((len(sequences), width), pad_id, device=device)
+    tokens = torch.full((len(sequences), int(lengths.max())), pad_id, device=device)
     for row, sequence in enumerate(sequences):
-        start = width - len(sequence) if left else 0
-        tokens[row, start : start + len(sequence)] = torch.tensor(sequence, device=device)
-    columns = torch.arange(width, device=device)[None, :]
-    mask = columns >= (width - lengths)[:, None] if left else columns < lengths[:, None]
+        tokens[row, : len(sequence)] = torch.tensor(sequence, device=device)
+    mask = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]
     return tokens, lengths, mask.long()
+
+
+def common_opening(prefixes: list[list[int]]) -> int:
+    """How many tokens all prefixes open with (none for a single prefix; each keeps at least one of its own)."""
+    if len(prefixes) < 2:
+        return 0
+    shortest, common = min(len(prefix) for prefix in prefixes), 0
+    while common < shortest - 1 and all(prefix[common] == prefixes[0][common] for prefix in prefixes):
+        common += 1
+    return common
 
 
 class YesNoScorer:
@@ -73,6 +86,8 @@ class YesNoScorer:
         self.verbalizer = resolve_verbalizer(tokenizer, yes, no)
         self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2**31)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.shared_prefix_attention = supports_shared_prefix_attention(base)
 
     @property
     def device(self) -> torch.device:
@@ -137,42 +152,78 @@ class YesNoScorer:
         return self.answer_probability(self.answer_states(prefixes, uniques)).cpu()
 
     def encode_prefixes(self, prefixes: list[list[int]]):
-        """(KV cache, attention mask, lengths) of the prefixes, left-padded to one width.
+        """(KV cache, attention mask, lengths) of the prefixes, right-padded to one width.
 
         The tokens that open every prefix (the instruction, in LLMTRSR's prompts) run once for the whole
         batch and their cache is shared, as an inference server's prefix cache would do; each prefix's own
-        part follows, padded on its left, so the padding sits between the common part and the rest.
+        part follows, padded on its right, so the padding sits between a prefix and its candidates (the
+        mask hides it, positions skip it).
         """
         backbone, device = self.backbone(), self.device
-        common = 0
-        if len(prefixes) > 1:
-            shortest = min(len(prefix) for prefix in prefixes)
-            while common < shortest - 1 and all(prefix[common] == prefixes[0][common] for prefix in prefixes):
-                common += 1
+        common = common_opening(prefixes)
         cache = None
         if common:
             cache = backbone(input_ids=torch.tensor([prefixes[0][:common]], device=device), use_cache=True)
             cache = cache.past_key_values
             cache.batch_select_indices(torch.zeros(len(prefixes), dtype=torch.long, device=device))
-        tokens, lengths, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device, left=True)
+        tokens, lengths, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device)
         mask = torch.cat([own_mask.new_ones(len(prefixes), common), own_mask], dim=1)
-        positions = common + (own_mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = backbone(
-            input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).past_key_values
+        positions = common + torch.arange(tokens.shape[1], device=device).expand_as(tokens)
+        if self.shared_prefix_attention:  # the opening, then causally the own part: no dense mask
+            with attention_implementation(backbone.config, SHARED_PREFIX_ATTENTION):
+                cache = backbone(
+                    input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True, opening=common
+                ).past_key_values
+        else:
+            cache = backbone(
+                input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            ).past_key_values
         return cache, mask, common + lengths
 
     def answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
         """Final hidden states at the answer position of every suffix, in order: (sum of suffixes, hidden).
 
-        One forward over the left-padded prefixes, then one over each user's suffixes packed into rows that
-        attend to their own user's cached prefix and, causally, within each suffix only: the prefix's KV cache
-        is never copied per candidate, and every matrix product stays large. Gradients flow when called
-        outside inference mode, so training shares the prefix of a positive and its negatives too.
+        One forward over the padded prefixes, then one over all users' suffixes, each user's packed into
+        one row that reads the user's cached prefix, its cache never copied per candidate (models outside
+        transformers' attention interface take a dense mask instead). Gradients flow when called outside
+        inference mode, so training shares the prefix of a positive and its negatives too.
         """
-        backbone, device = self.backbone(), self.device
         cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
+        if self.shared_prefix_attention:
+            return self._suffix_states(cache, prefix_mask, prefix_lengths, suffix_lists)
+        return self._suffix_states_masked(cache, prefix_mask, prefix_lengths, suffix_lists)
 
+    def pack(self, rows, prefix_lengths):
+        """Token rows of (owner, suffixes): tokens, positions after the owner's prefix, each suffix's span."""
+        device = self.device
+        width = max(sum(len(suffix) for suffix in suffixes) for _, suffixes in rows)
+        tokens = torch.full((len(rows), width), self.pad_id, device=device)
+        positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        spans = []  # (row, start, end) of every suffix, in order
+        for row, (owner, suffixes) in enumerate(rows):
+            start = 0
+            for suffix in suffixes:
+                end = start + len(suffix)
+                tokens[row, start:end] = torch.tensor(suffix, device=device)
+                positions[row, start:end] = prefix_lengths[owner] + torch.arange(len(suffix), device=device)
+                spans.append((row, start, end))
+                start = end
+        return tokens, positions, spans
+
+    def _suffix_states(self, cache, prefix_mask, prefix_lengths, suffix_lists) -> torch.Tensor:
+        """The suffix pass with ``shared_prefix_attention``: exact work, one row per user."""
+        backbone = self.backbone()
+        tokens, positions, spans = self.pack(list(enumerate(suffix_lists)), prefix_lengths)
+        layout = SuffixLayout.build(cache, prefix_mask, suffix_lists, tokens.shape[1])
+        with attention_implementation(backbone.config, SHARED_PREFIX_ATTENTION):
+            hidden = backbone(
+                input_ids=tokens, position_ids=positions, use_cache=False, suffix_layout=layout
+            ).last_hidden_state
+        return hidden[[row for row, _, _ in spans], [end - 1 for _, _, end in spans]]
+
+    def _suffix_states_masked(self, cache, prefix_mask, prefix_lengths, suffix_lists) -> torch.Tensor:
+        """The suffix pass for other models: the model's own attention with a mask that keeps suffixes apart."""
+        backbone, device = self.backbone(), self.device
         # Rows of at most `suffixes_per_row` suffixes: a packed row computes attention densely over its
         # prefix and all its suffixes, so shorter rows waste less; each extra row copies its prefix's cache.
         rows = [
@@ -181,32 +232,21 @@ class YesNoScorer:
             for start in range(0, len(suffixes), self.suffixes_per_row)
         ]
         owners = torch.tensor([user for user, _ in rows], device=device)
-        if len(rows) > len(prefixes):
+        if len(rows) > len(suffix_lists):
             cache.batch_select_indices(owners)
-        prefix_width = prefix_mask.shape[1]
-        width = max(sum(len(suffix) for suffix in group) for _, group in rows)
-        tokens = torch.full((len(rows), width), self.pad_id, device=device)
-        positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        tokens, positions, spans = self.pack(rows, prefix_lengths)
+        prefix_width, width = prefix_mask.shape[1], tokens.shape[1]
         allowed = torch.zeros((len(rows), 1, width, prefix_width + width), dtype=torch.bool, device=device)
         allowed[:, 0, :, :prefix_width] = prefix_mask.bool()[owners][:, None, :]
         diagonal = torch.arange(width, device=device)
         allowed[:, 0, diagonal, prefix_width + diagonal] = True  # padding queries see themselves, never NaN
-        answer_rows, answer_columns = [], []
-        for row, (user, group) in enumerate(rows):
-            start = 0
-            for suffix in group:
-                end = start + len(suffix)
-                tokens[row, start:end] = torch.tensor(suffix, device=device)
-                positions[row, start:end] = prefix_lengths[user] + torch.arange(len(suffix), device=device)
-                block = allowed[row, 0, start:end, prefix_width + start : prefix_width + end]
-                block.copy_(torch.ones_like(block).tril())
-                answer_rows.append(row)
-                answer_columns.append(end - 1)
-                start = end
+        for row, start, end in spans:
+            block = allowed[row, 0, start:end, prefix_width + start : prefix_width + end]
+            block.copy_(torch.ones_like(block).tril())
         hidden = backbone(
             input_ids=tokens, attention_mask=allowed, position_ids=positions, past_key_values=cache
         ).last_hidden_state
-        return hidden[answer_rows, answer_columns]
+        return hidden[[row for row, _, _ in spans], [end - 1 for _, _, end in spans]]
 
     @torch.inference_mode()
     def score_full_prompts(self, prompt_ids: list[list[int]], batch_size: int = 21) -> torch.Tensor:
