@@ -128,6 +128,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
 
 def suffix_attention(module, query, key, value, scaling: float, layout: SuffixLayout):
+    """The candidate pass: (users, heads, width, dim) packed queries in, (users, width, heads, dim) out."""
     users, heads, width, dim = query.shape
     count, length = layout.count, layout.length
 
