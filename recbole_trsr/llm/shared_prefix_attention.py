@@ -102,11 +102,13 @@ def attention_with_lse(query, key, value, scale: float, mask=None, causal: bool 
 
 
 def merged(first, second):
-    """The attention output over the keys of two parts, from each part's (output, log-sum-exp)."""
+    """The attention output over the keys of two parts, from each part's (output, log-sum-exp).
+
+    The second part's share of the softmax mass is sigmoid(lse2 - lse1); one interpolation applies it.
+    """
     (first_output, first_lse), (second_output, second_lse) = first, second
-    lse = torch.logaddexp(first_lse, second_lse)
-    output = first_output * (first_lse - lse).exp()[..., None].to(first_output.dtype)
-    return output + second_output * (second_lse - lse).exp()[..., None].to(second_output.dtype)
+    share = torch.sigmoid(second_lse - first_lse)[..., None].to(first_output.dtype)
+    return torch.lerp(first_output, second_output, share)
 
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
