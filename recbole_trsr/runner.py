@@ -17,7 +17,8 @@ from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.memory import PeakMemory
-from recbole_trsr.model.retriever import NO_RETRIEVER, full_ranking
+from recbole_trsr.model.adapter_checkpoint import check_resume_folder
+from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoint, full_ranking
 from recbole_trsr.model_list import model_variant
 from recbole_trsr.registry import get_model_class
 from recbole_trsr.subset import apply_user_subset
@@ -54,10 +55,10 @@ def start_model_logger(config) -> None:
 
 def check_checkpoint_paths(config) -> None:
     """Paths a model reads only after minutes of work are checked before any model trains."""
-    if config["resume_from"] and not os.path.isdir(config["resume_from"]):
-        raise UserInputError(f"resume_from '{config['resume_from']}': no such checkpoint folder")
-    if config["retriever_checkpoint"] and not os.path.isfile(config["retriever_checkpoint"]):
-        raise UserInputError(f"retriever_checkpoint '{config['retriever_checkpoint']}': no such file")
+    if config["resume_from"]:
+        check_resume_folder(config["resume_from"])
+    if config["retriever_checkpoint"]:
+        check_retriever_checkpoint(config["retriever_checkpoint"])
 
 
 def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSRConfig:

@@ -65,7 +65,9 @@ class SuffixLayout:
                 slot_tokens[user, slot, :size] = user * width + start + offsets[:size]
                 token_slots[user, start : start + size] = (user * count + slot) * length + offsets[:size]
                 start += size
-        bias = torch.zeros(prefix_valid.shape, device=device).masked_fill(~prefix_valid.bool(), float("-inf"))
+        dtype = prefix_cache.layers[0].keys.dtype  # the queries' dtype: the mask is added to their scores
+        bias = torch.zeros(prefix_valid.shape, device=device, dtype=dtype)
+        bias = bias.masked_fill(~prefix_valid.bool(), float("-inf"))
         return cls(
             prefix_cache,
             bias[:, None, None],
@@ -145,9 +147,7 @@ def suffix_attention(module, query, key, value, scaling: float, layout: SuffixLa
     queries = to_slots(query)
     # Part 1, every suffix query against its user's prefix; part 2, causally within its own slot (slot padding
     # sits at the end, so causality hides it).
-    prefix_part = attention_with_lse(
-        queries, prefix.keys, prefix.values, scaling, mask=layout.prefix_bias.to(query.dtype)
-    )
+    prefix_part = attention_with_lse(queries, prefix.keys, prefix.values, scaling, mask=layout.prefix_bias)
     own_output, own_lse = attention_with_lse(
         per_slot(queries), per_slot(to_slots(key)), per_slot(to_slots(value)), scaling, causal=True
     )

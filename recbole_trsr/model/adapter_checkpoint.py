@@ -78,6 +78,13 @@ def load_adapter(peft_model, folder: Path) -> None:
         )
 
 
+def check_resume_folder(path) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserInputError(f"resume_from '{path}': no such checkpoint folder")
+    return folder
+
+
 def load_trainer_state(folder: Path, device) -> dict:
     path = folder / STATE_FILE
     if not path.is_file():

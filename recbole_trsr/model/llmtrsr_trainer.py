@@ -67,9 +67,7 @@ class LLMTRSRTrainer(Trainer):
 
     def resume_checkpoint(self, resume_file):
         """Go on from the last save point of ``resume_file`` (a checkpoint folder), into the same folder."""
-        folder = Path(resume_file)
-        if not folder.is_dir():
-            raise UserInputError(f"resume_from '{resume_file}': no such checkpoint folder")
+        folder = checkpoint.check_resume_folder(resume_file)
         state = checkpoint.load_trainer_state(folder / checkpoint.LAST, self.device)
         checkpoint.load_adapter(self.model.llm, folder / checkpoint.LAST)
         try:

@@ -22,6 +22,11 @@ def full_ranking(config) -> bool:
     return "full" in config["eval_args"]["mode"].values()
 
 
+def check_retriever_checkpoint(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserInputError(f"retriever_checkpoint '{path}': no such file")
+
+
 def load_retriever(config, dataset):
     """The RecBole model saved at ``retriever_checkpoint``, checked against ``dataset``, frozen."""
     from recbole_trsr.registry import get_model_class
@@ -29,8 +34,7 @@ def load_retriever(config, dataset):
     path = config["retriever_checkpoint"]
     if not path:
         raise UserInputError(NO_RETRIEVER.format(retriever=config["retriever"]))
-    if not os.path.isfile(path):
-        raise UserInputError(f"retriever_checkpoint '{path}': no such file")
+    check_retriever_checkpoint(path)
     try:
         # RecBole pickles its Config into the file, which weights_only cannot read (see compat); it is a
         # file of the user's own RecBole run.
