@@ -141,3 +141,80 @@ def test_users_whose_prompts_open_alike_share_that_opening_and_score_the_same(re
     for (prefix, suffixes), scores in zip(requests, batched, strict=True):
         alone = scorer.score_full_prompts([prefix + suffix for suffix in suffixes])
         assert (scores - alone).abs().max().item() <= 1e-4
+
+
+def opening_runs(scorer, monkeypatch) -> list:
+    """Records the token count of each opening's pass (batch 1, a cache started afresh) of the scorer's backbone."""
+    runs = []
+    backbone = scorer.backbone()
+    forward = backbone.forward
+
+    def spy(*args, **kwargs):
+        if kwargs.get("use_cache") and kwargs.get("past_key_values") is None and len(kwargs["input_ids"]) == 1:
+            runs.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backbone, "forward", spy)
+    return runs
+
+
+def opening_requests(tokenizer):
+    from recbole_trsr.model.llmtrsr import INSTRUCTION
+
+    opening = tokenizer(INSTRUCTION)["input_ids"]
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    first = [
+        (opening + encode(PREFIX), [encode(text) for text in CANDIDATES[:3]]),
+        (opening + encode("[Recent Items]\n1. a lipstick\n"), [encode(text) for text in CANDIDATES[2:]]),
+    ]
+    later = [
+        (opening + encode("[Preference Summary] hardware\n"), [encode(text) for text in CANDIDATES[1:4]]),
+        (opening + encode("[Preference Summary] skin care\n"), [encode(CANDIDATES[4])]),
+    ]
+    return opening, first, later
+
+
+def assert_equal_to_full_prompts(scorer, requests, batched):
+    for (prefix, suffixes), scores in zip(requests, batched, strict=True):
+        alone = scorer.score_full_prompts([prefix + suffix for suffix in suffixes])
+        assert (scores - alone).abs().max().item() <= 1e-4
+
+
+def test_later_batches_reuse_the_opening_until_the_weights_change(tiny_lm, monkeypatch):
+    import copy
+
+    model, tokenizer = tiny_lm
+    model = copy.deepcopy(model)  # the weights change below
+    scorer = YesNoScorer(model, tokenizer)
+    opening, first, later = opening_requests(tokenizer)
+    runs = opening_runs(scorer, monkeypatch)
+    scorer.score_batch(first)
+    before = scorer.score_batch(later)
+    assert runs == [len(opening)]  # encoded for the first batch, reused by the later one
+    assert_equal_to_full_prompts(scorer, later, before)
+
+    with torch.no_grad():
+        for layer in model.model.layers:  # in place, as an optimizer step does
+            layer.self_attn.v_proj.weight.mul_(4.0)
+    after = scorer.score_batch(later)
+    assert len(runs) == 2  # the kept opening was made with other weights: encoded again
+    assert_equal_to_full_prompts(scorer, later, after)
+    assert max((x - y).abs().max().item() for x, y in zip(before, after, strict=True)) > 1e-3
+
+
+def test_a_kept_opening_follows_the_adapter_in_use(tiny_lm, monkeypatch):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny_lm
+    lora = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(model), lora).eval()
+    scorer = YesNoScorer(peft_model, tokenizer)
+    _, first, later = opening_requests(tokenizer)
+    with_adapter = scorer.score_batch(first)
+    with peft_model.disable_adapter():
+        without = scorer.score_batch(first)
+        assert_equal_to_full_prompts(scorer, first, without)
+    assert max((x - y).abs().max().item() for x, y in zip(with_adapter, without, strict=True)) > 1e-3
+    assert_equal_to_full_prompts(scorer, later, scorer.score_batch(later))  # the adapter is back

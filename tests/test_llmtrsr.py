@@ -79,6 +79,8 @@ def test_shared_prefix_loss_equals_the_loss_of_whole_prompts(tiny_llm_overrides)
     train_data, _, _ = data_preparation(config, create_dataset(config))
     model = config.model_class(config, train_data._dataset).eval()  # no dropout: both paths see one function
     batch = next(iter(train_data))
+    with torch.no_grad():
+        model.predict(batch)  # inference keeps the prompts' opening; training must not reuse it (no gradient)
     losses, gradients = [], []
     for whole_prompts in (False, True):
         model.gradient_checkpointing = whole_prompts  # the path that checkpointed training takes

@@ -1,10 +1,10 @@
 """Attention for candidate suffixes that read their user's cached prefix, without copying it or masking densely.
 
-Each user's candidate suffixes are packed into one row of tokens. A suffix token attends to two things: its
-user's prefix (cached keys and values, shared by all of that user's suffixes) and, causally, the earlier
-tokens of its own suffix. A dense mask over the packed row would score every suffix token against every
-other suffix of the row and copy the prefix's cache into each row. Here the two parts run apart and are
-merged exactly through their log-sum-exps:
+The candidate suffixes of a batch's users are packed into one row of tokens, user after user. A suffix token
+attends to two things: its user's prefix (cached keys and values, shared by all of that user's suffixes)
+and, causally, the earlier tokens of its own suffix. A dense mask over the packed row would score every
+suffix token against every other suffix and copy each prefix's cache for its suffixes. Here the two parts
+run apart and are merged exactly through their log-sum-exps:
 
 - prefix part: all of a user's suffix queries against the user's prefix keys at once;
 - own part: the suffixes laid out as slots of equal length, each attending causally within its slot.
@@ -31,13 +31,13 @@ SHARED_PREFIX_ATTENTION = "recbole_trsr_shared_prefix"
 
 @dataclass
 class SuffixLayout:
-    """Where each user's suffix tokens sit, packed in a row of ``width`` tokens and as ``count`` x ``length`` slots.
+    """Where the suffix tokens sit: packed in one row, user after user, and as ``count`` x ``length`` slots per user.
 
     prefix_cache:  the prefix pass's KV cache, (users, kv heads, prefix width, head dim) per layer
     prefix_bias:   (users, 1, 1, prefix width) 0 where a prefix token is read, -inf on the prefixes' padding
-    slot_tokens:   (users, count * length) index of each slot position into the flattened packed tokens
+    slot_tokens:   (users, count * length) index of each slot position into the packed row
                    (slot padding, at each slot's end, points at the row's first token)
-    token_slots:   (users * width,) index of each packed token into the flattened slots
+    token_slots:   (row width,) index of each packed token into the flattened slots
     """
 
     prefix_cache: object
@@ -48,22 +48,22 @@ class SuffixLayout:
     length: int
 
     @classmethod
-    def build(cls, prefix_cache, prefix_valid, suffix_lists, width: int) -> SuffixLayout:
+    def build(cls, prefix_cache, prefix_valid, suffix_lists) -> SuffixLayout:
         """The layout of ``suffix_lists`` (per user, the suffix token lists in packing order)."""
         device = prefix_valid.device
         users = len(suffix_lists)
         count = max(len(suffixes) for suffixes in suffix_lists)
         length = max(len(suffix) for suffixes in suffix_lists for suffix in suffixes)
         slot_tokens = torch.zeros(users, count, length, dtype=torch.long)
-        token_slots = torch.zeros(users, width, dtype=torch.long)
+        width = sum(len(suffix) for suffixes in suffix_lists for suffix in suffixes)
+        token_slots = torch.zeros(width, dtype=torch.long)
         offsets = torch.arange(length)
+        start = 0
         for user, suffixes in enumerate(suffix_lists):
-            slot_tokens[user] = user * width
-            start = 0
             for slot, suffix in enumerate(suffixes):
                 size = len(suffix)
-                slot_tokens[user, slot, :size] = user * width + start + offsets[:size]
-                token_slots[user, start : start + size] = (user * count + slot) * length + offsets[:size]
+                slot_tokens[user, slot, :size] = start + offsets[:size]
+                token_slots[start : start + size] = (user * count + slot) * length + offsets[:size]
                 start += size
         dtype = prefix_cache.layers[0].keys.dtype  # the queries' dtype: the mask is added to their scores
         bias = torch.zeros(prefix_valid.shape, device=device, dtype=dtype)
@@ -72,7 +72,7 @@ class SuffixLayout:
             prefix_cache,
             bias[:, None, None],
             slot_tokens.view(users, count * length).to(device),
-            token_slots.view(-1).to(device),
+            token_slots.to(device),
             count,
             length,
         )
@@ -132,13 +132,12 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
 
 def suffix_attention(module, query, key, value, scaling: float, layout: SuffixLayout):
-    """The candidate pass: (users, heads, width, dim) packed queries in, (users, width, heads, dim) out."""
-    users, heads, width, dim = query.shape
-    count, length = layout.count, layout.length
+    """The candidate pass: (1, heads, width, dim) packed queries in, (1, width, heads, dim) out."""
+    _, heads, width, dim = query.shape
+    users, count, length = layout.prefix_bias.shape[0], layout.count, layout.length
 
-    def to_slots(states):  # (users, h, width, dim) -> (users, h, count * length, dim), gathered token by token
-        flat = states.transpose(1, 2).reshape(users * width, states.shape[1], dim)
-        return flat[layout.slot_tokens].permute(0, 2, 1, 3)
+    def to_slots(states):  # (1, h, width, dim) -> (users, h, count * length, dim), gathered token by token
+        return states[0].transpose(0, 1)[layout.slot_tokens].permute(0, 2, 1, 3)
 
     def per_slot(states):  # (users, h, count * length, dim) -> (users * count, h, length, dim)
         return states.unflatten(2, (count, length)).transpose(1, 2).flatten(0, 1)
@@ -154,9 +153,9 @@ def suffix_attention(module, query, key, value, scaling: float, layout: SuffixLa
     own_output = own_output.view(users, count, heads, length, dim).transpose(1, 2).reshape_as(prefix_part[0])
     own_lse = own_lse.view(users, count, heads, length).transpose(1, 2).reshape_as(prefix_part[1])
     output = merged(prefix_part, (own_output, own_lse))
-    # Back to packed tokens, (users, width, heads, dim); padding tokens take some slot's output, which no one reads.
+    # Back to the packed row, (1, width, heads, dim).
     output = output.transpose(1, 2).reshape(users * count * length, heads, dim)
-    return output[layout.token_slots].view(users, width, heads, dim)
+    return output[layout.token_slots].view(1, width, heads, dim)
 
 
 AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
