@@ -115,15 +115,15 @@ def causal_pairs(first: int, last: int) -> int:
     return (last * (last + 1) - first * (first + 1)) // 2
 
 
-def shared_work(groups, kept: list[int]) -> tuple[int, int]:
-    """(tokens, attended pairs) that (c) runs once an earlier batch left its opening ``kept``: per batch of users,
-    a common opening only where the kept one does not serve, then each user's own prefix and every suffix
-    (against the whole prefix and, causally, itself). Padding is not counted."""
+def shared_work(groups, kept) -> tuple[int, int]:
+    """(tokens, attended pairs) that (c) runs once an earlier batch left its ``kept`` opening (or None): per batch
+    of users, a common opening only where the kept one does not serve, then each user's own prefix and every
+    suffix (against the whole prefix and, causally, itself). Padding is not counted."""
     tokens = pairs = 0
     for group in groups:
         prefixes = [prefix for prefix, _ in group]
-        if kept and all(len(prefix) > len(kept) and prefix[: len(kept)] == kept for prefix in prefixes):
-            common = len(kept)
+        if kept is not None and kept.serves(prefixes):
+            common = len(kept.tokens)
         else:
             common = common_opening(prefixes)
             tokens += common
@@ -228,8 +228,7 @@ def main():
         with PeakMemory() as memory:
             results[name] = function()
         peaks[name] = (memory.rss_mb, memory.cuda_mb)
-    kept = scorer.kept_opening.tokens if scorer.kept_opening is not None else []
-    methods["c_shared"] = (methods["c_shared"][0], total, *shared_work(groups, kept))
+    methods["c_shared"] = (methods["c_shared"][0], total, *shared_work(groups, scorer.kept_opening))
     size = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     timings = {name: [] for name in [*methods, "matmul"]}

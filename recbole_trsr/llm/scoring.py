@@ -99,6 +99,11 @@ class Opening:
     weights: tuple
     cache: object
 
+    def serves(self, prefixes: list[list[int]]) -> bool:
+        """Whether every prefix opens with these tokens and goes on past them."""
+        size = len(self.tokens)
+        return all(len(prefix) > size and prefix[:size] == self.tokens for prefix in prefixes)
+
 
 class YesNoScorer:
     """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
@@ -184,12 +189,10 @@ class YesNoScorer:
         weights stay those it was encoded with. With gradients on (training) it is encoded every time.
         """
         keep = not torch.is_grad_enabled() and not self.model.training
+        weights = weights_state(self.model) if keep else None
         kept = self.kept_opening
-        if keep and kept is not None:
-            size = len(kept.tokens)
-            opens_alike = all(len(prefix) > size and prefix[:size] == kept.tokens for prefix in prefixes)
-            if opens_alike and kept.weights == weights_state(self.model):
-                return size, copy.deepcopy(kept.cache)  # the prefix pass extends its copy, never the kept one
+        if keep and kept is not None and kept.weights == weights and kept.serves(prefixes):
+            return len(kept.tokens), copy.deepcopy(kept.cache)  # the prefix pass extends its copy, not the kept one
         common = common_opening(prefixes)
         if not common:
             return 0, None
@@ -197,7 +200,7 @@ class YesNoScorer:
         cache = self.backbone()(input_ids=torch.tensor([opening], device=self.device), use_cache=True)
         cache = cache.past_key_values
         if keep:
-            self.kept_opening = Opening(opening, weights_state(self.model), copy.deepcopy(cache))
+            self.kept_opening = Opening(opening, weights, copy.deepcopy(cache))
         return common, cache
 
     def encode_prefixes(self, prefixes: list[list[int]]):
@@ -229,9 +232,9 @@ class YesNoScorer:
     def answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
         """Final hidden states at the answer position of every suffix, in order: (sum of suffixes, hidden).
 
-        One forward over the padded prefixes, then one over all users' suffixes, each user's packed into
-        one row that reads the user's cached prefix, its cache never copied per candidate (models outside
-        transformers' attention interface take a dense mask instead). Gradients flow when called outside
+        One forward over the padded prefixes, then one over all users' suffixes packed into one row, each
+        suffix reading its user's cached prefix, the cache never copied per candidate (models outside
+        transformers' attention interface take rows with a dense mask instead). Gradients flow when called outside
         inference mode, so training shares the prefix of a positive and its negatives too.
         """
         cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
