@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from recbole_trsr.comparison import write_comparison
+from recbole_trsr.comparison import Comparison, comparison_settings, earlier_rows, joined_rows
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.runner import build_config, run_comparison
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make every preference summary the run needs, then stop (no training)",
     )
+    parser.add_argument(
+        "--add_to",
+        metavar="CSV",
+        help="an earlier comparison-<dataset>-<time>.csv: its rows join this run's in one table (same candidates only)",
+    )
     parser.add_argument("--show_user", metavar="USER", help="print one user's blocks, summary and prompt, then stop")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -110,8 +115,19 @@ def run(args, rest: list[str]) -> int:
             report = commands.show_user(config, args.show_user) if args.show_user else commands.precompute(config)
             print(report)
         return 0
-    runs = run_comparison(models, args.dataset, config_files, overrides)
-    markdown, md_path, csv_path = write_comparison(runs, args.dataset, runs[0].config["output_dir"])
-    print(markdown)
-    print(f"\nwritten to {md_path} and {csv_path}")
+    earlier = earlier_rows(args.add_to) if args.add_to else []
+    written = {}
+
+    def write(runs):
+        """Rewrite the comparison as each model finishes, so that an interrupted run keeps its finished rows."""
+        config = runs[0].config
+        if not written:
+            written["to"] = Comparison.start(config["output_dir"], args.dataset)
+        rows = joined_rows(earlier, [run.row() for run in runs]) if earlier else [run.row() for run in runs]
+        title = f"{args.dataset}: {len(rows[0].per_user)} test users, candidates {rows[0].facts['candidates']}"
+        written["markdown"] = written["to"].write(rows, comparison_settings(config), title)
+
+    run_comparison(models, args.dataset, config_files, overrides, on_run=write)
+    print(written["markdown"])
+    print("\nwritten to " + ", ".join(written["to"].paths.values()))
     return 0

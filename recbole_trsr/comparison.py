@@ -1,50 +1,260 @@
-"""The comparison table: test metrics, cost and candidate fingerprint of every model, as markdown and CSV."""
+"""The comparison: every model's test metrics with 95% intervals, paired tests against the best baseline, what
+each model trained on, its cost and its candidate fingerprint, written as markdown, CSV, per-user CSV and PNG.
+
+All rows of a comparison are scored on the same users and candidates (the fingerprint shows it), so the
+per-user values pair up: intervals come from one bootstrap over users shared by all rows, and each row is
+tested against the best baseline (the RecBole model with the highest mean of the first significance metric)
+with a Wilcoxon signed-rank test on the per-user differences.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from recbole_trsr.runner import ModelRun
+from recbole_trsr.config import positive_count
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.per_user import USER_COLUMN
+from recbole_trsr.statistics import bootstrap_means, percentile_interval, wilcoxon_p
+
+MODEL_COLUMN = "model"
+BASELINE_COLUMN = "baseline"
+FACT_COLUMNS = [
+    "train_users",
+    "train_examples",
+    "train_s",
+    "epochs",
+    "s_per_epoch",
+    "test_users",
+    "test_s",
+    "test_ms_per_user",
+    "peak_rss_mb",
+    "peak_cuda_mb",
+    "candidates",
+]
 
 
-def comparison_frame(runs: list[ModelRun]) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        row = {"model": run.model}
-        row.update(run.test_result)
-        row.update(
-            {
-                "train_s": round(run.train_seconds, 1),
-                "epochs": run.epochs,
-                "s_per_epoch": round(run.train_seconds / run.epochs, 1) if run.epochs else None,
-                "test_s": round(run.test_seconds, 1),
-                "test_ms_per_user": round(1000 * run.test_seconds / max(run.test_users, 1), 2),
-                "peak_rss_mb": round(run.peak_rss_mb),
-                "candidates": run.candidates.digest(),
-            }
+@dataclass
+class Row:
+    """One model's line in a comparison: its per-user test values and the facts about its run."""
+
+    model: str
+    baseline: bool  # a RecBole model: a candidate reference for the paired tests
+    per_user: pd.DataFrame  # column 'user', then one column per metric, e.g. 'ndcg@10'
+    facts: dict
+
+
+@dataclass
+class Settings:
+    seed: int
+    resamples: int
+    tested_metrics: list[str]  # lower case, e.g. ['ndcg@10', 'mrr@10']; the first picks the best baseline
+
+
+def comparison_settings(config) -> Settings:
+    """The statistics keys of a config, checked: tested metrics must be among ``metrics`` x ``topk``."""
+    resamples = positive_count(config, "bootstrap_resamples")
+    tested = config["significance_metrics"]
+    if isinstance(tested, str):
+        tested = [tested]
+    if not isinstance(tested, list) or not tested:
+        raise UserInputError(f"significance_metrics must be a list such as [NDCG@10, MRR@10], not {tested!r}")
+    measured = {f"{name.lower()}@{k}" for name in config["metrics"] for k in config["topk"]}
+    tested = [str(metric).lower() for metric in tested]
+    for metric in tested:
+        if metric not in measured:
+            raise UserInputError(
+                f"significance_metrics names {metric}, which this run does not measure (metrics x topk: "
+                f"{', '.join(sorted(measured))})"
+            )
+    return Settings(seed=config["seed"], resamples=resamples, tested_metrics=tested)
+
+
+def metric_columns(rows: list[Row]) -> list[str]:
+    return [column for column in rows[0].per_user.columns if column != USER_COLUMN]
+
+
+def aligned_values(rows: list[Row], metrics: list[str]) -> np.ndarray:
+    """users x (rows * metrics), rows in order, every row's users in the first row's order."""
+    users = rows[0].per_user[USER_COLUMN]
+    blocks = []
+    for row in rows:
+        indexed = row.per_user.set_index(USER_COLUMN)
+        if len(indexed) != len(users) or set(indexed.index) != set(users):
+            raise UserInputError(
+                f"'{row.model}' was tested on other users than '{rows[0].model}': no paired comparison"
+            )
+        blocks.append(indexed.loc[users, metrics].to_numpy(dtype=float))
+    return np.concatenate(blocks, axis=1)
+
+
+def best_baseline(rows: list[Row], metric: str) -> Row:
+    """The baseline with the highest mean ``metric``; the chance row when the comparison has no baseline."""
+    candidates = [row for row in rows if row.baseline] or [row for row in rows if row.model == "RandomRank"]
+    candidates = candidates or rows
+    return max(candidates, key=lambda row: row.per_user[metric].mean())
+
+
+def summary_frame(rows: list[Row], settings: Settings) -> pd.DataFrame:
+    """One line per row: each metric's mean and 95% interval, the paired comparison with the best baseline,
+    then the facts. Column names: '<metric>', '<metric>_low', '<metric>_high', '<metric>_diff' (row minus best
+    baseline) with its own interval, '<metric>_p' (Wilcoxon), 'best_baseline'."""
+    metrics = metric_columns(rows)
+    values = aligned_values(rows, metrics)
+    samples = bootstrap_means(values, settings.resamples, settings.seed).reshape(-1, len(rows), len(metrics))
+    means = values.mean(axis=0).reshape(len(rows), len(metrics))
+    low, high = percentile_interval(samples)
+    reference = best_baseline(rows, settings.tested_metrics[0])
+    ref = rows.index(reference)
+    lines = []
+    for index, row in enumerate(rows):
+        line = {MODEL_COLUMN: row.model, BASELINE_COLUMN: row.baseline}
+        for column, metric in enumerate(metrics):
+            line[metric] = round(means[index, column], 4)
+            line[f"{metric}_low"] = round(low[index, column], 4)
+            line[f"{metric}_high"] = round(high[index, column], 4)
+        line["best_baseline"] = reference.model
+        for metric in settings.tested_metrics:
+            column = metrics.index(metric)
+            same = index == ref
+            difference = samples[:, index, column] - samples[:, ref, column]
+            diff_low, diff_high = percentile_interval(difference)
+            line[f"{metric}_diff"] = None if same else round(means[index, column] - means[ref, column], 4)
+            line[f"{metric}_diff_low"] = None if same else round(float(diff_low), 4)
+            line[f"{metric}_diff_high"] = None if same else round(float(diff_high), 4)
+            user_values = values[:, [index * len(metrics) + column, ref * len(metrics) + column]]
+            line[f"{metric}_p"] = None if same else float(f"{wilcoxon_p(*user_values.T):.3g}")
+        line.update({key: row.facts.get(key) for key in FACT_COLUMNS})
+        lines.append(line)
+    frame = pd.DataFrame(lines)
+    if frame["peak_cuda_mb"].isna().all():
+        frame = frame.drop(columns="peak_cuda_mb")
+    return frame
+
+
+def per_user_frame(rows: list[Row]) -> pd.DataFrame:
+    """Long format: one line per (model, user) with every metric, for users' own tests."""
+    return pd.concat([row.per_user.assign(**{MODEL_COLUMN: row.model}) for row in rows], ignore_index=True)[
+        [MODEL_COLUMN, USER_COLUMN, *metric_columns(rows)]
+    ]
+
+
+def with_interval(mean, low, high) -> str:
+    return f"{mean:.4f} [{low:.3f}, {high:.3f}]"
+
+
+def signed_interval(diff, low, high) -> str:
+    return "-" if pd.isna(diff) else f"{diff:+.4f} [{low:+.3f}, {high:+.3f}]"
+
+
+def markdown_table(frame: pd.DataFrame, metrics: list[str], tested: list[str]) -> str:
+    """The summary as markdown: metrics with their intervals, the tests, then what each row trained on and cost."""
+    table = pd.DataFrame({"model": frame[MODEL_COLUMN]})
+    for metric in metrics:
+        table[metric] = [with_interval(*line) for line in frame[[metric, f"{metric}_low", f"{metric}_high"]].to_numpy()]
+    reference = frame["best_baseline"].iloc[0]
+    for metric in tested:
+        columns = [f"{metric}_diff", f"{metric}_diff_low", f"{metric}_diff_high"]
+        table[f"{metric} - {reference}"] = [signed_interval(*line) for line in frame[columns].to_numpy()]
+        table[f"p {metric}"] = frame[f"{metric}_p"]
+    for column in [
+        "train_users",
+        "train_examples",
+        "epochs",
+        "s_per_epoch",
+        "test_users",
+        "test_ms_per_user",
+        "peak_rss_mb",
+        "peak_cuda_mb",
+        "candidates",
+    ]:
+        if column in frame:
+            table[column] = frame[column]
+    return table.astype(object).where(table.notna(), "-").to_markdown(index=False, floatfmt="g")
+
+
+def same_candidates(rows: list[Row]) -> bool:
+    return len({row.facts["candidates"] for row in rows}) <= 1
+
+
+@dataclass
+class Comparison:
+    """Where one comparison's files go: <output_dir>/comparison-<dataset>-<time>{.md,.csv,-users.csv,.png}."""
+
+    stem: str
+
+    @classmethod
+    def start(cls, output_dir: str, dataset: str) -> Comparison:
+        os.makedirs(output_dir, exist_ok=True)
+        stem = os.path.join(output_dir, f"comparison-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        taken = 1
+        while os.path.exists(f"{stem}.csv" if taken == 1 else f"{stem}-{taken}.csv"):  # two runs in one second
+            taken += 1
+        return cls(stem if taken == 1 else f"{stem}-{taken}")
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {
+            "md": f"{self.stem}.md",
+            "csv": f"{self.stem}.csv",
+            "users": f"{self.stem}-users.csv",
+            "png": f"{self.stem}.png",
+        }
+
+    def write(self, rows: list[Row], settings: Settings, title: str) -> str:
+        """Write all four files (again, as rows arrive); returns the markdown."""
+        from recbole_trsr.comparison_plot import plot_comparison
+
+        frame = summary_frame(rows, settings)
+        metrics = metric_columns(rows)
+        markdown = markdown_table(frame, metrics, settings.tested_metrics)
+        markdown += (
+            f"\n\nMeans over {len(rows[0].per_user)} test users with 95% bootstrap intervals ({settings.resamples} "
+            f"resamples of the users). '- {frame['best_baseline'].iloc[0]}': each row minus the best baseline, "
+            "paired per user; p: two-sided Wilcoxon signed-rank test on those per-user differences."
         )
-        if run.peak_cuda_mb:
-            row["peak_cuda_mb"] = round(run.peak_cuda_mb)
-        rows.append(row)
-    return pd.DataFrame(rows)
+        if not same_candidates(rows):
+            markdown += "\n\nWARNING: the models were not scored on identical test candidates (see 'candidates')."
+        paths = self.paths
+        with open(paths["md"], "w", encoding="utf-8") as stream:
+            stream.write(markdown + "\n")
+        frame.to_csv(paths["csv"], index=False)
+        per_user_frame(rows).to_csv(paths["users"], index=False)
+        plot_comparison(frame, metrics, paths["png"], title)
+        return markdown
 
 
-def same_candidates(runs: list[ModelRun]) -> bool:
-    return len({run.candidates.digest() for run in runs}) <= 1
+def earlier_rows(csv_path: str) -> list[Row]:
+    """The rows of an earlier comparison (its .csv and -users.csv), to be joined by a later run."""
+    users_path = csv_path[: -len(".csv")] + "-users.csv" if csv_path.endswith(".csv") else ""
+    for path in (csv_path, users_path):
+        if not path or not os.path.isfile(path):
+            raise UserInputError(
+                f"--add_to: '{path or csv_path}' does not exist (give a comparison-<dataset>-<time>.csv)"
+            )
+    summary, per_user = pd.read_csv(csv_path), pd.read_csv(users_path, dtype={USER_COLUMN: str})
+    missing = {MODEL_COLUMN, BASELINE_COLUMN, "candidates"} - set(summary.columns)
+    if missing or {MODEL_COLUMN, USER_COLUMN} - set(per_user.columns):
+        raise UserInputError(f"--add_to: '{csv_path}' is not a comparison table written by run_recbole_trsr.py")
+    rows = []
+    for line in summary.to_dict("records"):
+        values = per_user[per_user[MODEL_COLUMN] == line[MODEL_COLUMN]].drop(columns=MODEL_COLUMN)
+        facts = {key: (None if pd.isna(line.get(key)) else line.get(key)) for key in FACT_COLUMNS}
+        rows.append(Row(line[MODEL_COLUMN], bool(line[BASELINE_COLUMN]), values.reset_index(drop=True), facts))
+    return rows
 
 
-def write_comparison(runs: list[ModelRun], dataset: str, output_dir: str) -> tuple[str, str, str]:
-    """Write the table as markdown and CSV under ``output_dir``; returns (markdown text, md path, csv path)."""
-    frame = comparison_frame(runs)
-    markdown = frame.astype(object).where(frame.notna(), "-").to_markdown(index=False, floatfmt="g")
-    if not same_candidates(runs):
-        markdown += "\n\nWARNING: the models were not scored on identical test candidates (see 'candidates')."
-    os.makedirs(output_dir, exist_ok=True)
-    stem = os.path.join(output_dir, f"comparison-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    with open(f"{stem}.md", "w", encoding="utf-8") as stream:
-        stream.write(markdown + "\n")
-    frame.to_csv(f"{stem}.csv", index=False)
-    return markdown, f"{stem}.md", f"{stem}.csv"
+def joined_rows(earlier: list[Row], new: list[Row]) -> list[Row]:
+    """Earlier rows first, then the new ones; refused unless all were scored on the same candidates."""
+    fingerprints = {row.facts["candidates"] for row in earlier + new}
+    if len(fingerprints) > 1:
+        raise UserInputError(
+            f"--add_to: the earlier table's candidates ({earlier[0].facts['candidates']}) differ from this run's "
+            f"({new[0].facts['candidates']}); use the same dataset, split, seed, max_users and eval_users"
+        )
+    latest = {row.model: row for row in new}  # a model run again replaces its earlier row
+    return [latest.pop(row.model, row) for row in earlier] + list(latest.values())

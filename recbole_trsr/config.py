@@ -9,6 +9,7 @@ from __future__ import annotations
 import yaml
 from recbole.config import Config
 
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.property_files import property_files
 
 # Dict-valued keys merged key by key across layers. RecBole replaces a dict whole, so a lone
@@ -24,6 +25,16 @@ def merge_layer(merged: dict, layer: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def positive_count(config, key: str) -> int | None:
+    """The value of a count key: None (no limit) or a positive whole number; anything else is refused."""
+    value = config[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{key} must be a positive whole number, not {value!r}")
+    return value
 
 
 class TRSRConfig(Config):

@@ -8,11 +8,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import pandas as pd
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import get_trainer, init_logger, init_seed
 
 from recbole_trsr.candidates import CandidateLog
+from recbole_trsr.comparison import Row, comparison_settings
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
 from recbole_trsr.errors import UserInputError
@@ -20,8 +23,10 @@ from recbole_trsr.memory import PeakMemory
 from recbole_trsr.model.adapter_checkpoint import check_resume_folder
 from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoint, full_ranking
 from recbole_trsr.model_list import model_variant
-from recbole_trsr.registry import get_model_class
+from recbole_trsr.per_user import PerUserMetrics
+from recbole_trsr.registry import get_model_class, plugin_model_names
 from recbole_trsr.subset import apply_user_subset
+from recbole_trsr.user_budget import check_user_budgets, restrict_evaluation
 
 RANDOM_BASELINE = "RandomRank"
 
@@ -42,6 +47,27 @@ class ModelRun:
     checkpoint: str
     candidates: CandidateLog = field(repr=False)
     config: TRSRConfig = field(repr=False)
+    train_users: int = 0
+    train_examples: int = 0
+    per_user: pd.DataFrame | None = field(default=None, repr=False)
+
+    def row(self) -> Row:
+        """This run as a line of the comparison."""
+        facts = {
+            "train_users": self.train_users,
+            "train_examples": self.train_examples,
+            "train_s": round(self.train_seconds, 1),
+            "epochs": self.epochs,
+            "s_per_epoch": round(self.train_seconds / self.epochs, 1) if self.epochs else None,
+            "test_users": self.test_users,
+            "test_s": round(self.test_seconds, 1),
+            "test_ms_per_user": round(1000 * self.test_seconds / max(self.test_users, 1), 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
+            "peak_cuda_mb": round(self.peak_cuda_mb) if self.peak_cuda_mb else None,
+            "candidates": self.candidates.digest(),
+        }
+        baseline = self.config["model"] not in plugin_model_names()
+        return Row(self.model, baseline, self.per_user, facts)
 
 
 def start_model_logger(config) -> None:
@@ -69,7 +95,25 @@ def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSR
     check_dataset_files(config)
     check_checkpoint_paths(config)
     apply_user_subset(config)
+    check_user_budgets(config)
+    comparison_settings(config)
     return config
+
+
+def prepare_data(config, dataset):
+    """RecBole's data_preparation, with validation and test restricted to the run's ``eval_users``."""
+    build = dataset.build
+    dataset.build = lambda: restrict_evaluation(config, build())
+    try:
+        return data_preparation(config, dataset)
+    finally:
+        del dataset.build  # the class's method again
+
+
+def training_size(train_data) -> tuple[int, int]:
+    """(users, examples) of a training split: an example is one target with its history (negatives aside)."""
+    split = train_data._dataset
+    return int(torch.unique(split.inter_feat[split.uid_field]).numel()), len(split)
 
 
 def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
@@ -81,7 +125,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
     with PeakMemory() as memory:
         dataset = create_dataset(config)
         logger.info(dataset)
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+        train_data, valid_data, test_data = prepare_data(config, dataset)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         logger.info(model)
@@ -95,8 +139,9 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         # every model the same candidates, whatever its training consumed.
         init_seed(config["seed"], config["reproducibility"])
         log = CandidateLog(dataset, sampled=not isinstance(test_data, FullSortEvalDataLoader))
+        per_user = PerUserMetrics(dataset)
         started = time.perf_counter()
-        with log.recording(trainer):
+        with log.recording(trainer), per_user.recording(trainer):
             test_result = trainer.evaluate(
                 test_data,
                 load_best_model=os.path.exists(trainer.saved_model_file),
@@ -104,12 +149,14 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
             )
         test_seconds = time.perf_counter() - started
     logger.info(f"test result: {dict(test_result)}")
+    epochs = len(trainer.train_loss_dict)
+    train_users, train_examples = training_size(train_data) if epochs else (0, 0)
     return ModelRun(
         model=label or config["model"],
         test_result=dict(test_result),
         best_valid_result=dict(best_valid_result) if best_valid_result else None,
         train_seconds=train_seconds,
-        epochs=len(trainer.train_loss_dict),
+        epochs=epochs,
         test_seconds=test_seconds,
         test_users=test_data.sample_size,
         peak_rss_mb=memory.rss_mb,
@@ -117,6 +164,9 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         checkpoint=trainer.saved_model_file,
         candidates=log,
         config=config,
+        train_users=train_users,
+        train_examples=train_examples,
+        per_user=per_user.frame(trainer.evaluator),
     )
 
 
@@ -127,12 +177,13 @@ def retriever_needed(config) -> str | None:
     return None
 
 
-def run_comparison(model_names, dataset, config_files=None, overrides=None) -> list[ModelRun]:
-    """Run every model (plus the random ranking) and return their runs in order.
+def run_comparison(model_names, dataset, config_files=None, overrides=None, on_run=None) -> list[ModelRun]:
+    """Run every model (plus the random ranking) and return their runs in the order named, the random row last.
 
     All configs are built and all files checked before the first model trains, so a typo in the last
-    model's name does not cost the first model's training. A retriever that another model of the run
-    reranks is trained first, and its checkpoint is handed on.
+    model's name does not cost the first model's training. The random ranking runs first: it takes seconds,
+    and its candidates are every other row's. A retriever that another model of the run reranks is trained
+    next, and its checkpoint is handed on. ``on_run(runs so far)`` is called as each model finishes.
     """
     names = list(dict.fromkeys(entry.strip() for entry in model_names))
     if RANDOM_BASELINE not in names:
@@ -142,7 +193,7 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None) -> l
     for retriever in retrievers:
         if retriever not in names:  # only the plain retriever: a variant is another model
             raise UserInputError(NO_RETRIEVER.format(retriever=retriever))
-    entries.sort(key=lambda entry: entry[0] not in retrievers)
+    entries.sort(key=lambda entry: (entry[0] != RANDOM_BASELINE, entry[0] not in retrievers))
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     runs = []
     for name, config in entries:
@@ -150,4 +201,7 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None) -> l
         if retriever:
             config["retriever_checkpoint"] = next(run.checkpoint for run in runs if run.model == retriever)
         runs.append(run_model(config, label=name))
+        runs.sort(key=lambda run: names.index(run.model))
+        if on_run:
+            on_run(runs)
     return runs

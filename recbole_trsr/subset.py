@@ -15,16 +15,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file
-from recbole_trsr.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
 
+def ranked_users(users, seed: int) -> list[str]:
+    """User tokens in a seeded hash order: the same order for the same seed, whatever the file order.
+
+    Every user subset of a run (max_users, eval_users, train_users) is a head of this order, so a smaller
+    subset lies inside a larger one and summaries made for one serve the other.
+    """
+    return sorted({str(user) for user in users}, key=lambda user: hashlib.sha1(f"{seed}:{user}".encode()).hexdigest())
+
+
 def chosen_users(users, count: int, seed: int) -> list[str]:
     """``count`` users picked by a seeded hash: the same users for the same seed, whatever the file order."""
-    ranked = sorted(set(users), key=lambda user: hashlib.sha1(f"{seed}:{user}".encode()).hexdigest())
-    return sorted(ranked[:count])
+    return sorted(ranked_users(users, seed)[:count])
 
 
 def read_atomic(path: str, separator: str) -> pd.DataFrame:
@@ -37,11 +45,9 @@ def write_atomic(frame: pd.DataFrame, path: Path, separator: str) -> None:
 
 def apply_user_subset(config) -> None:
     """With ``max_users`` set, point ``config['data_path']`` at a subset of that many users (made once)."""
-    count = config["max_users"]
-    if not count:
+    count = positive_count(config, "max_users")
+    if count is None:
         return
-    if not isinstance(count, int) or count < 1:
-        raise UserInputError(f"max_users must be a positive whole number, not {count!r}")
     dataset, separator = config["dataset"], config["field_separator"]
     source = Path(atomic_file(config, "inter"))
     stat = source.stat()

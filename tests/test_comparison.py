@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from recbole_trsr.cli import main
-from recbole_trsr.comparison import comparison_frame, same_candidates
+from recbole_trsr.comparison import same_candidates
 from recbole_trsr.runner import run_comparison
 from tests.conftest import as_arguments
 
@@ -33,7 +33,7 @@ def test_all_models_are_scored_on_identical_candidates(tiny_overrides):
         assert 10 <= len(items) <= 21  # 1 positive + 20 sampled (repeats collapse)
     for run in runs[1:]:
         assert run.candidates.candidates == reference
-    assert same_candidates(runs)
+    assert same_candidates([run.row() for run in runs])
 
 
 def test_a_different_seed_draws_different_candidates(tiny_overrides):
@@ -41,7 +41,7 @@ def test_a_different_seed_draws_different_candidates(tiny_overrides):
     first = run_comparison(["RandomRank"], "tiny", overrides=tiny_overrides)
     second = run_comparison(["RandomRank"], "tiny", overrides={**tiny_overrides, "seed": "7"})
     assert first[0].candidates.candidates != second[0].candidates.candidates
-    assert not same_candidates(first + second)
+    assert not same_candidates([run.row() for run in first + second])
 
 
 def test_results_repeat_under_the_same_seed(tiny_overrides):
@@ -56,27 +56,90 @@ def test_command_prints_and_writes_the_table(capsys, tiny_overrides):
     assert code == 0
     output = capsys.readouterr().out
     written = sorted(Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*"))
-    assert [path.suffix for path in written] == [".csv", ".md"]
-    table = pd.read_csv(written[0])
+    assert [path.name[len("comparison-tiny-20261124-120000") :] for path in written] == [
+        "-users.csv",
+        ".csv",
+        ".md",
+        ".png",
+    ]
+    users, table = pd.read_csv(written[0]), pd.read_csv(written[1])
     assert table["model"].tolist() == ["SASRec", "GRU4Rec", "RandomRank"]
-    for column in [*METRIC_COLUMNS, "train_s", "test_s", "peak_rss_mb", "candidates"]:
+    for column in [*METRIC_COLUMNS, "train_users", "train_examples", "train_s", "test_s", "peak_rss_mb", "candidates"]:
         assert column in table.columns
+    for metric in METRIC_COLUMNS:
+        assert (table[f"{metric}_low"] <= table[metric]).all() and (table[metric] <= table[f"{metric}_high"]).all()
     assert table["candidates"].nunique() == 1
     assert (table[METRIC_COLUMNS].to_numpy() >= 0).all() and (table[METRIC_COLUMNS].to_numpy() <= 1).all()
     assert (table["peak_rss_mb"] > 0).all()
-    assert table.loc[table["model"] == "RandomRank", "epochs"].item() == 0
-    assert written[1].read_text().strip() in output
+    random_row = table.set_index("model").loc["RandomRank"]
+    assert random_row["epochs"] == 0 and random_row["train_examples"] == 0
+    assert table["train_users"].tolist()[:2] == [40, 40]
+    best = table["best_baseline"].iloc[0]
+    assert best in ("SASRec", "GRU4Rec") and table.set_index("model").loc[best, "ndcg@10"] == table["ndcg@10"][:2].max()
+    assert table.set_index("model")["ndcg@10_p"].drop(best).between(0, 1).all()
+    assert sorted(users.columns) == sorted(["model", "user", *METRIC_COLUMNS]) and len(users) == 3 * 40
+    per_user_means = users.groupby("model")[METRIC_COLUMNS].mean()
+    assert (per_user_means.loc[table["model"]].to_numpy() - table[METRIC_COLUMNS].to_numpy() < 1e-4).all()
+    assert written[2].read_text().strip() in output
     for model in ["SASRec", "GRU4Rec", "RandomRank"]:
         assert f"| {model}" in output
+
+
+def test_the_picture_is_written_at_its_size(tiny_overrides):
+    from matplotlib.image import imread
+
+    from recbole_trsr.comparison_plot import DPI, figure_size
+
+    assert main(["--model=GRU4Rec", "--dataset=tiny", *as_arguments(tiny_overrides)]) == 0
+    (picture,) = Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*.png")
+    pixels = imread(picture)
+    width, height = figure_size(METRIC_COLUMNS, models=2)
+    assert pixels.shape[:2] == (round(height * DPI), round(width * DPI))
+    assert pixels[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
+    arguments = ["--dataset=tiny", *as_arguments({**tiny_overrides, "eval_users": "10"})]
+    assert main(["--model=SASRec", *arguments]) == 0
+    (first,) = Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv")
+    assert main(["--model=GRU4Rec", f"--add_to={first}", *arguments]) == 0
+    capsys.readouterr()
+    tables = sorted(Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"))
+    joined = pd.read_csv(tables[-1])
+    assert joined["model"].tolist() == ["SASRec", "RandomRank", "GRU4Rec"]
+    assert joined["candidates"].nunique() == 1
+    # Other users or candidates cannot join: one line, exit 2.
+    code = main(["--model=GRU4Rec", f"--add_to={first}", *arguments[:-1], "--seed=5"])
+    error = capsys.readouterr().err
+    assert code == 2 and "candidates" in error and len(error.strip().splitlines()) == 1
+    code = main(["--model=GRU4Rec", f"--add_to={first}.missing", *arguments])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_an_interrupted_comparison_keeps_its_finished_rows(tiny_overrides, monkeypatch):
+    from recbole_trsr import runner
+
+    run_model = runner.run_model
+
+    def failing_run_model(config, label=None):
+        if label == "GRU4Rec":
+            raise KeyboardInterrupt
+        return run_model(config, label)
+
+    monkeypatch.setattr(runner, "run_model", failing_run_model)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--model=SASRec,GRU4Rec", "--dataset=tiny", *as_arguments(tiny_overrides)])
+    (table,) = Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv")
+    assert pd.read_csv(table)["model"].tolist() == ["SASRec", "RandomRank"]
 
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
 def test_baselines_under_full_ranking(tiny_overrides, model):
     overrides = {**tiny_overrides, "eval_args": "{'mode': 'full'}"}
     runs = run_comparison([model], "tiny", overrides=overrides)
-    frame = comparison_frame(runs)
-    assert frame["candidates"].tolist() == ["full", "full"]
+    assert [run.row().facts["candidates"] for run in runs] == ["full", "full"]
     assert 0.0 <= runs[0].test_result["ndcg@10"] <= 1.0
+    assert runs[0].per_user["ndcg@10"].mean() == pytest.approx(runs[0].test_result["ndcg@10"], abs=1e-4)
 
 
 def test_user_subset_is_the_same_for_every_model(tiny_overrides):
@@ -85,21 +148,20 @@ def test_user_subset_is_the_same_for_every_model(tiny_overrides):
     users = set(runs[0].candidates.candidates)
     assert len(users) == 12
     assert all(set(run.candidates.candidates) == users for run in runs)
-    assert same_candidates(runs)
+    assert same_candidates([run.row() for run in runs])
     again = run_comparison(["RandomRank"], "tiny", overrides=overrides)
     assert set(again[0].candidates.candidates) == users  # the same subset on the next run
     other = run_comparison(["RandomRank"], "tiny", overrides={**overrides, "seed": "3"})
     assert set(other[0].candidates.candidates) != users
 
 
-def test_markdown_marks_missing_values(tmp_path):
-    from recbole_trsr.candidates import CandidateLog
-    from recbole_trsr.comparison import write_comparison
-    from recbole_trsr.runner import ModelRun
+def test_markdown_marks_missing_values():
+    from recbole_trsr.comparison import Row, markdown_table, summary_frame
+    from tests.test_statistics import Settings
 
-    run = ModelRun(
-        "RandomRank", {"ndcg@10": 0.2}, None, 0.0, 0, 1.0, 10, 100.0, 0.0, "", CandidateLog(None, False), None
-    )
-    markdown, _, csv_path = write_comparison([run], "tiny", str(tmp_path))
+    per_user = pd.DataFrame({"user": ["a", "b"], "ndcg@10": [0.0, 1.0]})
+    rows = [Row("RandomRank", False, per_user, {"candidates": "x", "s_per_epoch": None})]
+    frame = summary_frame(rows, Settings(0, 100, ["ndcg@10"]))
+    markdown = markdown_table(frame, ["ndcg@10"], ["ndcg@10"])
     assert "nan" not in markdown and "| -" in markdown
-    assert pd.read_csv(csv_path)["s_per_epoch"].isna().all()
+    assert "0.5000 [0.000, 1.000]" in markdown

@@ -99,11 +99,11 @@ def full_ranking_overrides(overrides):
 
 def test_full_ranking_reranks_the_retrievers_top_items(tiny_llm_overrides):
     runs = run_comparison(["LLMTRSR", "SASRec"], "tiny", overrides=full_ranking_overrides(tiny_llm_overrides))
-    assert [run.model for run in runs] == ["SASRec", "LLMTRSR", "RandomRank"]  # the retriever trains first
-    sasrec, llmtrsr = runs[0].test_result, runs[1].test_result
+    assert [run.model for run in runs] == ["LLMTRSR", "SASRec", "RandomRank"]  # as named; SASRec trained first
+    llmtrsr, sasrec = runs[0].test_result, runs[1].test_result
     # The LLM reorders SASRec's top 10 and leaves the rest: the same items are in the top 10.
     assert llmtrsr["recall@10"] == sasrec["recall@10"]
-    assert runs[1].config["retriever_checkpoint"] == runs[0].checkpoint
+    assert runs[0].config["retriever_checkpoint"] == runs[1].checkpoint
 
 
 def test_full_ranking_without_a_retriever(capsys, tiny_llm_overrides):

@@ -15,6 +15,8 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
+from recbole_trsr import user_budget
+from recbole_trsr.config import positive_count
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import ItemTexts
 from recbole_trsr.summary import factory
@@ -64,8 +66,11 @@ class LLMTRSRDataset(SequentialDataset):
         self.set_field_property(HISTORY_END, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
 
     def build(self):
-        datasets = super().build()
-        limit = self.config["max_train_prefixes"]
+        # The evaluated users and the training budget are cut before the summaries, so that only the users
+        # this run trains or evaluates get summaries.
+        datasets = user_budget.restrict_evaluation(self.config, super().build())
+        user_budget.restrict_training(self.config, datasets[0])
+        limit = positive_count(self.config, user_budget.TRAIN_PREFIXES)
         if limit:
             train = datasets[0]
             users = train.inter_feat[self.uid_field].numpy()
