@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The README's LLMTRSR comparison on CPU: LLMTRSR with hierarchical, recurrent and no summaries, SASRec,
-# GRU4Rec and the random row, on one user subset of amazon and identical test candidates. Prints the table
-# (also written under outputs/) and the wall time of the whole run.
-# LLMTRSR trains one epoch on each user's 2 most recent training examples (one epoch leaves nothing for
-# validation to choose, so eval_step=0 skips it); the baselines keep RecBole's defaults (early stopping on
-# valid NDCG@10). Summaries are made on the first run (about 12 min hierarchical and 16 min recurrent for 200
-# users on 2 cores) and are reused from the store after that.
-#   bash benchmarks/compare_llmtrsr.sh [../shared/data] [users]
+# LLMTRSR rows added, one model at a time, to a comparison table of baselines (benchmarks/compare_baselines.sh).
+# Every row is tested on the table's users and candidates (--add_to refuses anything else); each finished row is
+# written at once, so an interrupted queue loses only the model it was running. Summaries go to one store under
+# <checkpoint_dir> and are reused by every later run.
+#   bash benchmarks/compare_llmtrsr.sh <baseline table .csv> <data_path> <dataset> <eval_users> <model> [<model> ...] -- [--key=value ...]
+# e.g.
+#   bash benchmarks/compare_llmtrsr.sh outputs/comparison-amazon-scientific-<time>.csv ../shared/data \
+#     amazon-scientific 500 "LLMTRSR[summary_mode=none]" "LLMTRSR" -- --train_users=1000 --max_train_prefixes=1
 set -euo pipefail
-data_path=${1:-../shared/data}
-users=${2:-150}
-cpu_run="epochs=1;eval_step=0"
-started=$(date +%s)
-python run_recbole_trsr.py \
-  --model="LLMTRSR[$cpu_run],LLMTRSR[summary_mode=recurrent;$cpu_run],LLMTRSR[summary_mode=none;$cpu_run],SASRec,GRU4Rec" \
-  --dataset=amazon --data_path="$data_path" --max_users="$users" \
-  --max_train_prefixes=2 --learning_rate=0.001 --show_progress=False "${@:3}"
-echo "wall time: $(( $(date +%s) - started )) s"
+table=$1 data_path=$2 dataset=$3 eval_users=$4
+shift 4
+models=()
+while [[ $# -gt 0 && $1 != "--" ]]; do models+=("$1"); shift; done
+[[ $# -gt 0 ]] && shift
+output_dir=$(dirname "$table")
+for model in "${models[@]}"; do
+  started=$(date +%s)
+  python run_recbole_trsr.py --model="$model" --dataset="$dataset" --data_path="$data_path" --eval_users="$eval_users" \
+    --add_to="$table" --output_dir="$output_dir" --show_progress=False "$@"
+  # The newest table holds every row so far: the next model joins it.
+  table=$(ls -t "$output_dir"/comparison-"$dataset"-*.csv | grep -v -- '-users\.csv$' | head -1)
+  echo "$model: $(( $(date +%s) - started )) s; table: $table"
+done
