@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import re
 import sys
@@ -11,6 +10,7 @@ import sys
 import yaml
 
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_rows, joined_rows
+from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.runner import build_config, run_comparison
@@ -33,8 +33,8 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
             raise UserInputError(f"malformed argument '{argument}': --{key} has no value")
         if value.lstrip().startswith(LITERAL_OPENERS):
             try:
-                ast.literal_eval(value)
-            except (ValueError, SyntaxError):
+                parse_value(value)
+            except ValueError:
                 raise UserInputError(
                     f"malformed argument '{argument}': the value of --{key} is not a valid list or dict"
                 ) from None
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as error:
         if args.debug:
             raise
-        print(f"run_recbole_trsr.py: error: {error}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
+        print(f"run_recbole_trsr.py: error: {message}", file=sys.stderr)
         return 2
 
 

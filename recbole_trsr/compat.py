@@ -98,16 +98,18 @@ def check_pandas() -> None:
 
 @contextlib.contextmanager
 def trusted_torch_load():
-    """Within the block, ``torch.load`` reads full pickles, as it did before torch 2.6.
+    """Within the block, ``torch.load`` reads RecBole's checkpoints through ``safe_pickle``.
 
-    RecBole saves its checkpoints with pickle protocol 4 and its Config inside, which torch's
-    ``weights_only`` loader rejects outright (it has no FRAME opcode), so no allowlist can help. These are
-    files the user's own runs wrote; the relaxed default is limited to RecBole's own checkpoint readers.
+    RecBole saves its checkpoints with its Config inside, which torch's ``weights_only`` loader rejects
+    outright, so its readers fail under torch >= 2.6. ``safe_pickle`` reads them while resolving only the
+    objects a RecBole checkpoint holds, so a crafted file still cannot run code.
     """
     import torch
 
+    from recbole_trsr import safe_pickle
+
     safe_load = torch.load
-    torch.load = functools.partial(safe_load, weights_only=False)
+    torch.load = functools.partial(safe_load, weights_only=False, pickle_module=safe_pickle)
     try:
         yield
     finally:

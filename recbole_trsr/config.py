@@ -6,6 +6,8 @@ properties/dataset/<dataset>.yaml, the user's --config_files in order, then --ke
 
 from __future__ import annotations
 
+import ast
+
 import yaml
 from recbole.config import Config
 
@@ -25,6 +27,84 @@ def merge_layer(merged: dict, layer: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+LIST_KEYS = ("item_text_fields", "lora_target_modules", "significance_metrics", "summary_users")
+
+
+def parse_value(text: str):
+    """A ``--key=value`` value as data, never as code (RecBole's own conversion calls ``eval``).
+
+    Python literals first (``5``, ``1e-3``, ``None``, ``['a', 'b']``, ``{'mode': 'full'}``), then YAML's safe flow
+    syntax for lists and dicts without quotes (``[title, description]``), then true/false in any case; anything
+    else stays the text it is (``uni20``, ``SASRec``).
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"'{text}' is not a valid list or dict") from None
+        if isinstance(value, (list, dict)):
+            return value
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+LS_SPLITS = ("valid_and_test", "valid_only", "test_only")
+
+
+def eval_mode_problem(mode) -> str | None:
+    if not isinstance(mode, str):
+        return f"{mode!r} is not a string"
+    if mode in ("full", "labeled"):
+        return None
+    if mode[:3] in ("uni", "pop") and mode[3:].isdigit() and int(mode[3:]) > 0:
+        return None
+    return f"'{mode}' is not full, labeled, uni<N> or pop<N>"
+
+
+def check_eval_args(eval_args) -> None:
+    """Refuse what RecBole would reject later with a traceback: eval_args' keys and values, checked up front."""
+    if not isinstance(eval_args, dict):
+        raise UserInputError(f"eval_args must be a dict such as \"{{'mode': 'full'}}\", not {eval_args!r}")
+    unknown = set(eval_args) - {"split", "order", "group_by", "mode"}
+    if unknown:
+        raise UserInputError(f"eval_args has unknown keys {sorted(unknown)}; its keys are split, order, group_by, mode")
+    split = eval_args.get("split")
+    if split is not None:
+        ok = isinstance(split, dict) and len(split) == 1
+        kind, value = next(iter(split.items())) if ok else (None, None)
+        ok = ok and (
+            (kind == "LS" and value in LS_SPLITS)
+            or (
+                kind == "RS"
+                and isinstance(value, (list, tuple))
+                and len(value) in (2, 3)
+                and all(isinstance(v, (int, float)) and v >= 0 for v in value)
+            )
+        )
+        if not ok:
+            raise UserInputError(
+                f"eval_args split {split!r} is not {{'LS': 'valid_and_test'}} (or valid_only, test_only) "
+                "or {'RS': [train, valid, test] ratios}"
+            )
+    if eval_args.get("order", "RO") not in ("RO", "TO"):
+        raise UserInputError(f"eval_args order {eval_args['order']!r} is not RO or TO")
+    if eval_args.get("group_by", "user") not in ("user", "none", None):
+        raise UserInputError(f"eval_args group_by {eval_args['group_by']!r} is not user or none")
+    mode = eval_args.get("mode", "full")
+    modes = mode.items() if isinstance(mode, dict) else [("mode", mode)]
+    for phase, value in modes:
+        problem = (
+            f"'{phase}' is not valid or test" if phase not in ("mode", "valid", "test") else eval_mode_problem(value)
+        )
+        if problem:
+            raise UserInputError(f"eval_args mode {mode!r}: {problem}")
 
 
 def positive_count(config, key: str) -> int | None:
@@ -56,6 +136,13 @@ class TRSRConfig(Config):
     def _load_cmd_line(self):
         return self._convert_config_dict(dict(self._overrides))
 
+    def _convert_config_dict(self, config_dict):
+        converted = {key: parse_value(value) if isinstance(value, str) else value for key, value in config_dict.items()}
+        for key in LIST_KEYS:  # a single name is a list of one, not a string to iterate letter by letter
+            if isinstance(converted.get(key), str):
+                converted[key] = [converted[key]]
+        return converted
+
     def _load_config_files(self, file_list):
         merged = {}
         for file in file_list or []:
@@ -71,6 +158,7 @@ class TRSRConfig(Config):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        check_eval_args(final.get("eval_args"))
         # CE-trained sequential models (SASRec, GRU4Rec, ...) refuse sampled training negatives, which
         # RecBole's defaults always give; only a user's explicit setting keeps them.
         if "train_neg_sample_args" not in self.external_config_dict and final.get("loss_type") == "CE":

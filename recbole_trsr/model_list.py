@@ -10,6 +10,26 @@ import re
 
 from recbole_trsr.errors import UserInputError
 
+# Keys that decide which users, items and candidates are tested, or what the table holds: one value per comparison.
+COMPARISON_KEYS = (
+    "dataset",
+    "data_path",
+    "eval_args",
+    "seed",
+    "max_users",
+    "eval_users",
+    "metrics",
+    "topk",
+    "repeatable",
+    "field_separator",
+    "USER_ID_FIELD",
+    "ITEM_ID_FIELD",
+    "TIME_FIELD",
+    "bootstrap_resamples",
+    "significance_metrics",
+    "output_dir",
+)
+
 
 def split_model_list(text: str) -> list[str]:
     """``A,B[key=value;key=value],C`` into its entries; commas inside brackets belong to the entry."""
@@ -27,5 +47,10 @@ def model_variant(entry: str) -> tuple[str, dict[str, str]]:
         key, equals, value = setting.partition("=")
         if not equals or not key.strip():
             raise UserInputError(f"--model entry '{entry}': '{setting}' is not key=value")
+        if key.strip() in COMPARISON_KEYS:
+            raise UserInputError(
+                f"--model entry '{entry}': {key.strip()} cannot differ between the models of one comparison "
+                f"(they must share users, split and candidates); give --{key.strip()}= for the whole run"
+            )
         settings[key.strip()] = value.strip()
     return match.group(1), settings

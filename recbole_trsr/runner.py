@@ -20,7 +20,7 @@ from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.memory import PeakMemory
-from recbole_trsr.model.adapter_checkpoint import check_resume_folder
+from recbole_trsr.model.adapter_checkpoint import LAST, check_resume_folder, load_trainer_state
 from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoint, full_ranking
 from recbole_trsr.model_list import model_variant
 from recbole_trsr.per_user import PerUserMetrics
@@ -82,7 +82,8 @@ def start_model_logger(config) -> None:
 def check_checkpoint_paths(config) -> None:
     """Paths a model reads only after minutes of work are checked before any model trains."""
     if config["resume_from"]:
-        check_resume_folder(config["resume_from"])
+        folder = check_resume_folder(config["resume_from"])
+        load_trainer_state(folder / LAST, "cpu")  # a damaged state is found now, not after the model loads
     if config["retriever_checkpoint"]:
         check_retriever_checkpoint(config["retriever_checkpoint"])
 
@@ -93,6 +94,8 @@ def build_config(model_name, dataset, config_files=None, overrides=None) -> TRSR
     overrides = {**(overrides or {}), **own_settings}
     config = TRSRConfig(get_model_class(model_name), dataset, config_files, overrides)
     check_dataset_files(config)
+    if hasattr(config.model_class, "check_config"):  # what a plugin model reads after minutes of other work
+        config.model_class.check_config(config)
     check_checkpoint_paths(config)
     apply_user_subset(config)
     check_user_budgets(config)

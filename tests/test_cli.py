@@ -95,12 +95,20 @@ def test_exit_status_and_debug_traceback_from_the_script(tmp_path):
 def test_model_list_with_variants():
     from recbole_trsr.model_list import model_variant, split_model_list
 
-    entries = split_model_list("SASRec, LLMTRSR[summary_mode=none;recent_k=5],LLMTRSR[eval_args={'mode': 'full'}],")
-    assert entries == ["SASRec", "LLMTRSR[summary_mode=none;recent_k=5]", "LLMTRSR[eval_args={'mode': 'full'}]"]
+    text = "SASRec, LLMTRSR[summary_mode=none;recent_k=5],LLMTRSR[train_neg_sample_args={'sample_num': 4}],"
+    entries = split_model_list(text)
+    assert entries == [
+        "SASRec",
+        "LLMTRSR[summary_mode=none;recent_k=5]",
+        "LLMTRSR[train_neg_sample_args={'sample_num': 4}]",
+    ]
     assert model_variant(entries[1]) == ("LLMTRSR", {"summary_mode": "none", "recent_k": "5"})
-    assert model_variant(entries[2]) == ("LLMTRSR", {"eval_args": "{'mode': 'full'}"})
-    assert split_model_list("A[topk=[3,10]],B") == ["A[topk=[3,10]]", "B"]
-    assert model_variant("A[topk=[3,10]]") == ("A", {"topk": "[3,10]"})
+    assert model_variant(entries[2]) == ("LLMTRSR", {"train_neg_sample_args": "{'sample_num': 4}"})
+    assert split_model_list("A[lora_target_modules=[q_proj,v_proj]],B") == [
+        "A[lora_target_modules=[q_proj,v_proj]]",
+        "B",
+    ]
+    assert model_variant("A[lora_target_modules=[q_proj,v_proj]]") == ("A", {"lora_target_modules": "[q_proj,v_proj]"})
 
 
 @pytest.mark.parametrize("entry", ["LLMTRSR[summary_mode]", "LLMTRSR[=none]", "LLMTRSR[a=1]x"])

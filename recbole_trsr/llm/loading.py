@@ -163,6 +163,20 @@ def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
     return spec.path, extra  # a hub id: found in the local Hugging Face cache when offline
 
 
+def check_source(spec: LLMSpec, key: str = "llm_path") -> None:
+    """Refuse a model that cannot be loaded, before any work: a missing path, or a hub id that is not cached."""
+    source, extra = resolve_source(spec)
+    if Path(source).exists():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(source, "config.json", cache_dir=None), str):
+        raise UserInputError(
+            f"{key} '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is in the "
+            "local Hugging Face cache (nothing is downloaded: download it once, or give a folder)"
+        )
+
+
 def load_tokenizer(spec: LLMSpec):
     from transformers import AutoTokenizer
 
@@ -199,6 +213,9 @@ def prepare_tokenizer(tokenizer) -> None:
 
 
 def _from_pretrained(auto_class, source, spec, **kwargs):
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # local files load in a second: no bars on stderr
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except OSError as error:

@@ -92,6 +92,7 @@ def load_trainer_state(folder: Path, device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserInputError(
-            f"{path} is damaged and cannot be resumed from ({type(error).__name__}: {error})"
+            f"{path} is damaged and cannot be resumed from ({type(error).__name__}: {first_line})"
         ) from None

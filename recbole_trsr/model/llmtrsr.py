@@ -16,7 +16,7 @@ from recbole.utils import InputType
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
-from recbole_trsr.llm.loading import LLMSpec, load_llm
+from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
 from recbole_trsr.model.retriever import full_ranking, load_retriever
@@ -36,6 +36,13 @@ class LLMTRSR(SequentialRecommender):
     """LLM-TRSR's recommender: P(yes) of a LoRA-tuned causal LM ranks the candidates."""
 
     input_type = InputType.POINTWISE
+
+    @staticmethod
+    def check_config(config) -> None:
+        """The models this config loads exist, checked before any model of a comparison trains."""
+        check_source(LLMSpec.from_config(config))
+        if config["summary_mode"] != "none" and config["summary_backend"] != "server":
+            check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

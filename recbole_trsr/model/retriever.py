@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from recbole_trsr import safe_pickle
 from recbole_trsr.errors import UserInputError
 
 NO_RETRIEVER = (
@@ -36,9 +37,9 @@ def load_retriever(config, dataset):
         raise UserInputError(NO_RETRIEVER.format(retriever=config["retriever"]))
     check_retriever_checkpoint(path)
     try:
-        # RecBole pickles its Config into the file, which weights_only cannot read (see compat); it is a
-        # file of the user's own RecBole run.
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        # RecBole pickles its Config into the file, which weights_only cannot read; safe_pickle reads it
+        # without running anything the file asks for.
+        saved = torch.load(path, map_location="cpu", weights_only=False, pickle_module=safe_pickle)
         saved_config, state = saved["config"], saved["state_dict"]
     except Exception as error:
         raise UserInputError(f"retriever_checkpoint '{path}' is not a RecBole checkpoint ({error})") from None

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from urllib.parse import urlparse
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.generation import Generated, GenerationSettings, generate
 
 
-def model_identity(model_name: str, settings: GenerationSettings) -> str:
-    """What a summary's text depends on besides its prompt. The backend is not part of it: the same model
-    with the same settings gives the same summary in this process or on a server, so both share the store.
-    Batch size only changes rounding, not what is asked for, so it stays out too."""
+def model_identity(model_name: str, settings: GenerationSettings, backend: str | None = None) -> str:
+    """What a summary's text depends on besides its prompt: the model, the generation settings and, for a
+    server, that it was a server (which names its model as it likes, and may quantize or template it its
+    own way), so that summaries of one backend are never taken for another's. Batch size only changes
+    rounding, not what is asked for, so it stays out."""
     generation = {key: value for key, value in asdict(settings).items() if key != "batch_size"}
-    return f"{model_name}|{sorted(generation.items())}"
+    identity = f"{model_name}|{sorted(generation.items())}"
+    return f"{backend}|{identity}" if backend else identity
 
 
 class TransformersBackend:
@@ -45,13 +48,15 @@ class OpenAICompatibleBackend:
         timeout: float = 600.0,
         api_key: str | None = None,
     ):
+        if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https"):
+            raise UserInputError(f"summary_server_url {base_url!r} is not an http:// or https:// address")
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self.model_name = model_name
         self.settings = settings
         self.concurrency = concurrency
         self.timeout = timeout
         self.api_key = api_key
-        self.identity = model_identity(model_name, settings)
+        self.identity = model_identity(model_name, settings, backend="server")
 
     def _complete(self, prompt: str) -> Generated:
         import json
@@ -70,16 +75,23 @@ class OpenAICompatibleBackend:
         request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.load(response)
+                raw = response.read()
         except urllib.error.HTTPError as error:  # reachable, but it refused this request: say what it said
             detail = error.read().decode(errors="replace").strip().replace("\n", " ")[:300]
             raise UserInputError(f"summary server {self.url} answered HTTP {error.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise UserInputError(f"summary server {self.url} is unreachable ({reason})") from None
-        usage = answer.get("usage") or {}
-        text = (answer["choices"][0]["message"].get("content") or "").strip()
-        return Generated(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        try:
+            answer = json.loads(raw)
+            usage = answer.get("usage") or {}
+            text = (answer["choices"][0]["message"].get("content") or "").strip()
+            return Generated(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            quoted = raw.decode(errors="replace").strip().replace("\n", " ")[:200]
+            raise UserInputError(
+                f"summary server {self.url} did not answer like an OpenAI chat-completions server: {quoted!r}"
+            ) from None
 
     def generate(self, prompts: list[str], progress: bool = True) -> list[Generated]:
         from concurrent.futures import ThreadPoolExecutor

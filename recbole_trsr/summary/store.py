@@ -3,7 +3,8 @@
 A summary's key is a hash of everything its text depends on: the kind of call, the prompt (which holds the
 template, the items' text and any earlier summary), the model and the generation settings. Changing any of
 them asks for new summaries; changing none finds the old ones. Each batch is committed as soon as it is
-generated, so a run that is killed loses at most the batch in flight.
+generated, so a run that is killed loses at most the batch in flight, and a second process working on the same
+store reads it again before each batch, skipping what the first has finished.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class SummaryStore:
                 raise ValueError("not a recbole-trsr summary store")
             elif connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 raise ValueError("written by another version of recbole-trsr")
+            else:  # damage past the first page shows only when those pages are read: check them all now
+                problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise ValueError(f"damaged: {problems[0]}")
             connection.execute("PRAGMA journal_mode = WAL")  # readers and a killed writer leave it intact
             connection.execute(SCHEMA)
             connection.commit()

@@ -53,7 +53,7 @@ class Summarizer:
         block_size: int = 5,
         max_blocks: int = 5,
         prompts: SummaryPrompts | None = None,
-        chunk_size: int = 32,
+        chunk_size: int | None = None,
         progress: bool = True,
     ):
         if mode not in ("hierarchical", "recurrent"):
@@ -65,7 +65,9 @@ class Summarizer:
         self.block_size = block_size
         self.max_blocks = max_blocks
         self.prompts = prompts or SummaryPrompts()
-        self.chunk_size = chunk_size  # prompts generated, then committed, at a time
+        # Prompts generated, then committed, at a time: one generation batch, so a kill loses at most that.
+        settings = getattr(backend, "settings", None)
+        self.chunk_size = chunk_size or getattr(settings, "batch_size", None) or 16
         self.progress = progress
         self.stats = SummaryStats()
 
@@ -138,9 +140,17 @@ class Summarizer:
         bar.total += len(set(keys.values()))
         bar.update(len(set(keys.values())) - len(missing))
         self.stats.reused += len(set(keys.values())) - len(missing)
-        pending = list(missing.items())
-        for start in range(0, len(pending), self.chunk_size):
-            chunk = pending[start : start + self.chunk_size]
+        pending = sorted(missing.items(), key=lambda item: len(item[1]))  # similar lengths batch together
+        while pending:
+            # Another process may have made some of these meanwhile: read the store again before each batch.
+            done = self.store.get_many(key for key, _ in pending[: 4 * self.chunk_size])
+            if done:
+                stored.update(done)
+                pending = [(key, prompt) for key, prompt in pending if key not in done]
+                self.stats.reused += len(done)
+                bar.update(len(done))
+                continue
+            chunk, pending = pending[: self.chunk_size], pending[self.chunk_size :]
             try:
                 generated = self.backend.generate([prompt for _, prompt in chunk], progress=False)
             except UserInputError as error:

@@ -1,0 +1,232 @@
+"""Bad input ends in one line and exit 2, values never run as code, and the summary store survives damage."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.generation import GenerationSettings
+from recbole_trsr.summary.store import SummaryStore
+from recbole_trsr.summary.summarizer import Summarizer
+from tests.conftest import as_arguments
+from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_summary import HISTORY, RecordingBackend, item_text
+
+
+def tiny_run(capsys, overrides, *extra, model="SASRec"):
+    capsys.readouterr()  # what fixtures printed
+    return run_cli(capsys, [f"--model={model}", "--dataset=tiny", *as_arguments(overrides), *extra])
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("{'mode': 'fulll'}", "'fulll' is not full, labeled, uni<N> or pop<N>"),
+        ("{'split': {'XX': 0.5}}", "eval_args split {'XX': 0.5} is not"),
+        ("mode:full", "eval_args must be a dict"),
+        ("{'mode': {'valid': 'uni0'}}", "'uni0' is not full"),
+        ("{'order': 'XO'}", "order 'XO' is not RO or TO"),
+    ],
+)
+def test_eval_args_that_recbole_rejects(capsys, tiny_overrides, value, fragment):  # 7
+    code, error = tiny_run(capsys, tiny_overrides, f"--eval_args={value}")
+    assert_one_line_error(code, error, fragment)
+
+
+def test_values_are_data_never_code(capsys, tiny_overrides, tmp_path):  # 16
+    target = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path('{target}').touch()"
+    tiny_run(capsys, {**tiny_overrides, "epochs": "0"}, f"--foo={payload}")
+    tiny_run(capsys, {**tiny_overrides, "epochs": "0"}, model=f"GRU4Rec[foo={payload}]")
+    assert not target.exists()
+
+
+def test_unquoted_lists_and_single_names(capsys, tiny_overrides):  # 22
+    from recbole_trsr.runner import build_config
+
+    config = build_config("SASRec", "tiny", overrides={**tiny_overrides, "item_text_fields": "[title,brand]"})
+    assert config["item_text_fields"] == ["title", "brand"]
+    config = build_config("SASRec", "tiny", overrides={**tiny_overrides, "item_text_fields": "title"})
+    assert config["item_text_fields"] == ["title"]
+    code, error = tiny_run(capsys, {**tiny_overrides, "item_text_fields": "[title,"})
+    assert_one_line_error(code, error, "not a valid list or dict")
+
+
+@pytest.mark.parametrize("key", ["dataset", "data_path", "eval_args", "seed", "eval_users", "max_users"])
+def test_a_variant_cannot_change_what_all_rows_share(capsys, tiny_overrides, key):  # 11
+    code, error = tiny_run(capsys, tiny_overrides, model=f"SASRec[{key}=x],GRU4Rec")
+    assert_one_line_error(code, error, f"{key} cannot differ between the models of one comparison")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("llm_path", "/nowhere/model", "llm_path '/nowhere/model' does not exist"),
+        ("llm_path", "someone/uncached-model", "no copy of it is in the local Hugging Face cache"),
+        ("summarizer_llm_path", "/nowhere/summarizer", "llm_path '/nowhere/summarizer' does not exist"),
+    ],
+)
+def test_every_model_is_checked_before_the_first_trains(capsys, tiny_llm_overrides, key, value, fragment):  # 12
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, key: value}, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, fragment)
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))  # SASRec never trained
+
+
+def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8
+    from recbole_trsr.runner import run_comparison
+
+    run = run_comparison(["LLMTRSR"], "tiny", overrides={**tiny_llm_overrides, "epochs": "1"})[0]
+    state = Path(run.checkpoint) / "last" / "trainer_state.pt"
+    state.write_bytes(b"PK\x03\x04" + os.urandom(300))
+    code, error = tiny_run(capsys, tiny_llm_overrides, f"--resume_from={run.checkpoint}", model="LLMTRSR")
+    assert_one_line_error(code, error, "trainer_state.pt is damaged")
+    assert "Please file an issue" not in error
+
+
+def test_a_crafted_checkpoint_runs_nothing(tmp_path, tiny_overrides):  # 17
+    from recbole_trsr.model.retriever import load_retriever
+    from recbole_trsr.runner import build_config
+
+    target = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {target}",))
+
+    crafted = tmp_path / "retriever.pth"
+    torch.save({"config": Payload(), "state_dict": {}}, crafted)
+    config = build_config("SASRec", "tiny", overrides=tiny_overrides)
+    config["retriever_checkpoint"] = str(crafted)
+    with pytest.raises(UserInputError, match="is not a RecBole checkpoint .*refused to load posix.system"):
+        load_retriever(config, None)
+    assert not target.exists()
+
+
+def test_recboles_own_checkpoints_still_load(tiny_overrides):
+    from recbole_trsr.runner import run_comparison
+
+    run = run_comparison(["SASRec"], "tiny", overrides={**tiny_overrides, "epochs": "2"})[0]
+    assert run.checkpoint.endswith(".pth") and Path(run.checkpoint).is_file()  # evaluate() reloaded it
+
+
+def test_a_store_damaged_past_its_first_page_is_moved_aside(tmp_path, caplog):  # 13
+    path = tmp_path / "store.sqlite"
+    store = SummaryStore(path)
+    from recbole_trsr.summary.store import StoredSummary
+
+    store.put_many({f"k{n}": StoredSummary("x" * 500, 1, 1) for n in range(200)})
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[8192 : 8192 + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+    reopened = SummaryStore(path)
+    assert len(reopened) == 0 and reopened.get_many(["k1"]) == {}
+    assert list(tmp_path.glob("store.sqlite.corrupt-*"))
+    assert "moved to" in caplog.text
+
+
+def test_each_generated_batch_is_committed(tmp_path):  # 14
+    store_path = tmp_path / "s.db"
+
+    class DiesOnThirdBatch(RecordingBackend):
+        settings = GenerationSettings(batch_size=2)
+
+        def generate(self, prompts, progress=True):
+            if len(self.prompts) >= 4:
+                raise KeyboardInterrupt
+            return super().generate(prompts)
+
+    backend = DiesOnThirdBatch()
+    summarizer = Summarizer(backend, SummaryStore(store_path), item_text, "hierarchical", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # 6 distinct block prompts: three batches of 2
+        summarizer.summarize({f"u{n}": (HISTORY[n:], {1}) for n in range(3)} | {"v": (HISTORY, {4})})
+    assert len(SummaryStore(store_path)) == 4  # two batches of 2, each committed when it was made
+
+
+class Greedy:
+    """Like greedy decoding: the same prompt always gives the same text, whichever process asks."""
+
+    identity = "greedy"
+    settings = GenerationSettings(batch_size=2)
+
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, prompts, progress=True):
+        import hashlib
+
+        from recbole_trsr.llm.generation import Generated
+
+        self.prompts += prompts
+        return [Generated("S" + hashlib.sha1(p.encode()).hexdigest()[:8], 5, 3) for p in prompts]
+
+
+def test_a_second_process_skips_what_the_first_finished(tmp_path):  # 15
+    store_path = tmp_path / "s.db"
+    first = Greedy()
+    requests = {f"u{n}": (HISTORY[n:], {2}) for n in range(6)}
+
+    class OtherProcessMeanwhile(Greedy):
+        def generate(self, prompts, progress=True):
+            if not self.prompts:  # another process finishes the whole job while this one makes its first batch
+                Summarizer(first, SummaryStore(store_path), item_text, "hierarchical", progress=False).summarize(
+                    requests
+                )
+            return super().generate(prompts)
+
+    second = OtherProcessMeanwhile()
+    result = Summarizer(second, SummaryStore(store_path), item_text, "hierarchical", progress=False).summarize(requests)
+    assert len(second.prompts) == 2  # only its first batch; the rest came from the store
+    # 11 distinct blocks (u0's second block is u5's first) and 6 merges, each made once
+    assert len(first.prompts) == len(SummaryStore(store_path)) == 17
+    assert set(result) == {(user, 2) for user in requests}
+
+
+class Answering(http.server.BaseHTTPRequestHandler):
+    body = b"{}"
+
+    def do_POST(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("body", [b"not json at all", b'{"error": "no choices here"}', b'{"choices": []}'])
+def test_a_server_answer_that_is_not_chat_completions_is_quoted(body):  # 18
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend
+
+    handler = type("Handler", (Answering,), {"body": body})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAICompatibleBackend(f"http://127.0.0.1:{server.server_port}", "m", GenerationSettings())
+        with pytest.raises(UserInputError, match="did not answer like an OpenAI chat-completions server") as caught:
+            backend.generate(["a prompt"])
+        assert body.decode()[:10] in str(caught.value) and "\n" not in str(caught.value)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd#", "ftp://example.org", "127.0.0.1:8000"])
+def test_only_http_servers(url):  # 18
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend
+
+    with pytest.raises(UserInputError, match="is not an http:// or https:// address"):
+        OpenAICompatibleBackend(url, "m", GenerationSettings())
+
+
+def test_summaries_of_a_server_are_not_taken_for_a_local_models():  # 18
+    from recbole_trsr.summary.backends import OpenAICompatibleBackend, model_identity
+
+    server = OpenAICompatibleBackend("http://127.0.0.1:1", "smollm2-135m-instruct", GenerationSettings())
+    assert server.identity != model_identity("smollm2-135m-instruct", GenerationSettings())
