@@ -36,8 +36,8 @@ def parse_value(text: str):
     """A ``--key=value`` value as data, never as code (RecBole's own conversion calls ``eval``).
 
     Python literals first (``5``, ``1e-3``, ``None``, ``['a', 'b']``, ``{'mode': 'full'}``), then YAML's safe flow
-    syntax for lists and dicts without quotes (``[title, description]``), then true/false in any case; anything
-    else stays the text it is (``uni20``, ``SASRec``).
+    syntax for lists and dicts without quotes (``[title, description]``), then true/false in any case and ``~``
+    for None; anything else stays the text it is (``uni20``, ``SASRec``).
     """
     try:
         return ast.literal_eval(text)
@@ -52,6 +52,8 @@ def parse_value(text: str):
             return value
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if text in ("~", "null"):  # YAML's nothing, as in the property files
+        return None
     return text
 
 

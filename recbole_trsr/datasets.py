@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from recbole_trsr.atomic_files import check_atomic_file, header_fields
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.property_files import known_datasets
 
@@ -18,11 +19,9 @@ def atomic_file(config, suffix: str) -> str:
     return os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
 
 
-def read_header(path: str, separator: str) -> list[str]:
-    """Column names of an atomic file (the header is ``name:type`` separated by ``separator``)."""
-    with open(path, encoding="utf-8") as stream:
-        header = stream.readline().rstrip("\r\n")
-    return [column.split(":", 1)[0] for column in header.split(separator)]
+def read_header(path: str, separator: str, encoding: str = "utf-8") -> list[str]:
+    """Column names of an atomic file (the header is ``name:type`` separated by ``separator``), checked."""
+    return [name for name, _ in header_fields(path, separator, encoding)]
 
 
 def required_inter_columns(config) -> list[str]:
@@ -52,19 +51,24 @@ def check_dataset_files(config) -> None:
             f"known datasets: {', '.join(known_datasets())}; "
             f"a dataset of your own needs <data_path>/{dataset}/{dataset}.inter"
         )
-    columns = read_header(inter_file, separator)
-    for column in required_inter_columns(config):
+    encoding = config["encoding"] or "utf-8"
+    columns = read_header(inter_file, separator, encoding)
+    needed = required_inter_columns(config)
+    for column in needed:
         if column not in columns:
             raise UserInputError(f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)})")
+    check_atomic_file(inter_file, separator, needed, encoding)
     text_fields = config["item_text_fields"] or []
     if not text_fields:
         return
     item_file = atomic_file(config, "item")
     if not os.path.isfile(item_file):
         raise UserInputError(f"item_text_fields names {', '.join(text_fields)}, but {item_file} does not exist")
-    columns = read_header(item_file, separator)
+    columns = read_header(item_file, separator, encoding)
     for field in [config["ITEM_ID_FIELD"], *text_fields]:
         if field not in columns:
             raise UserInputError(
                 f"{item_file} has no column '{field}' named in item_text_fields (its columns: {', '.join(columns)})"
             )
+    # The item texts are read field by field from the file: a tab or line break inside a value would shift them.
+    check_atomic_file(item_file, separator, [config["ITEM_ID_FIELD"], *text_fields], encoding, exact=True)

@@ -8,11 +8,10 @@ belongs in a prompt.
 from __future__ import annotations
 
 import ast
-import csv
 import html
+import re
 
-import pandas as pd
-
+from recbole_trsr.atomic_files import read_atomic
 from recbole_trsr.datasets import atomic_file
 from recbole_trsr.errors import UserInputError
 
@@ -35,6 +34,34 @@ def readable_sequence(value: str) -> str:
     return value
 
 
+HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)  # an unterminated comment runs to the end
+HTML_BLOCK = re.compile(r"<(style|script)\b.*?(?:</\1\s*>|$)", re.DOTALL | re.IGNORECASE)
+HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+ESCAPED_BREAK = re.compile(r"\\[ntr]")  # a literal backslash-n written into the data
+
+
+def flattened_list(value: str) -> str:
+    """A Python list literal of strings (``['line one', 'line two']``, as some metadata stores descriptions)
+    as its strings joined; anything else unchanged."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return value
+    try:
+        parts = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+    if isinstance(parts, list) and parts and all(isinstance(part, str) for part in parts):
+        return " ".join(parts)
+    return value
+
+
+def clean_text(value: str) -> str:
+    """A metadata value as prose: entities unescaped, HTML (tags, comments, CSS, scripts) and escaped line
+    breaks removed, list literals flattened, whitespace collapsed."""
+    value = flattened_list(html.unescape(value).strip())
+    value = HTML_TAG.sub(" ", HTML_BLOCK.sub(" ", HTML_COMMENT.sub(" ", value)))
+    return " ".join(ESCAPED_BREAK.sub(" ", value).split())
+
+
 class ItemTexts:
     """Rendered text of every item of one .item file, looked up by the item's token (its id in the file).
 
@@ -42,14 +69,7 @@ class ItemTexts:
     """
 
     def __init__(self, item_file, text_fields, id_field="item_id", field_separator="\t"):
-        frame = pd.read_csv(
-            item_file,
-            sep=field_separator,
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            encoding="utf-8",
-        )
+        frame = read_atomic(item_file, field_separator)
         names, types = zip(*(column.split(":", 1) for column in frame.columns), strict=True)
         frame.columns = names
         field_types = dict(zip(names, types, strict=True))
@@ -61,7 +81,7 @@ class ItemTexts:
         for row in frame[[id_field, *text_fields]].itertuples(index=False):
             parts = []
             for field, value in zip(text_fields, row[1:], strict=True):
-                value = html.unescape(value).strip()  # the Amazon metadata carries entities like &#39;
+                value = clean_text(value)  # the Amazon metadata carries entities like &#39;, some HTML
                 if field_types[field] == "token_seq":
                     value = readable_sequence(value)
                 if value:
@@ -91,6 +111,15 @@ class ItemTexts:
         return self._texts.get(token, "")
 
 
+def word_boundary_cut(full: str, cut: str) -> str:
+    """``cut`` (a token-level prefix of ``full``) without a word it cut in two."""
+    cut = cut.rstrip()
+    if full.startswith(cut) and len(full) > len(cut) and not full[len(cut)].isspace():
+        shorter = cut.rsplit(None, 1)[0] if len(cut.split()) > 1 else cut
+        cut = shorter.rstrip(" ,;:-")
+    return cut.strip()
+
+
 def capped_texts(item_texts: ItemTexts, tokenizer, max_tokens: int):
     """item token -> its text cut to ``max_tokens`` tokens of ``tokenizer``, each item tokenized once."""
     cache: dict[str, str] = {}
@@ -99,7 +128,9 @@ def capped_texts(item_texts: ItemTexts, tokenizer, max_tokens: int):
         if token not in cache:
             full = item_texts.text(token)
             ids = tokenizer.encode(full, add_special_tokens=False)
-            cache[token] = full if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).strip()
+            cache[token] = (
+                full if len(ids) <= max_tokens else word_boundary_cut(full, tokenizer.decode(ids[:max_tokens]))
+            )
         return cache[token]
 
     return text

@@ -15,12 +15,22 @@ def properties_dir() -> Path:
     raise FileNotFoundError(f"recbole-trsr's properties/overall.yaml is missing next to {_PACKAGE_DIR}")
 
 
+def local_properties_dir() -> Path | None:
+    """``properties/`` in the working directory, where a user keeps their own datasets' and models' YAML."""
+    local = Path.cwd() / "properties"
+    return local if local.is_dir() and local.resolve() != properties_dir().resolve() else None
+
+
 def property_files(model: str, dataset: str) -> list[str]:
-    """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high."""
-    root = properties_dir()
-    files = [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+    """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high: the
+    package's own, then the working directory's ``properties/`` above them."""
+    files = []
+    for root in (properties_dir(), local_properties_dir()):
+        if root is not None:
+            files += [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
     return [str(path) for path in files if path.is_file()]
 
 
 def known_datasets() -> list[str]:
-    return sorted(path.stem for path in (properties_dir() / "dataset").glob("*.yaml"))
+    roots = [root for root in (properties_dir(), local_properties_dir()) if root is not None]
+    return sorted({path.stem for root in roots for path in (root / "dataset").glob("*.yaml")})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recbole_trsr.atomic_files import read_atomic
 from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file
 
@@ -33,10 +34,6 @@ def ranked_users(users, seed: int) -> list[str]:
 def chosen_users(users, count: int, seed: int) -> list[str]:
     """``count`` users picked by a seeded hash: the same users for the same seed, whatever the file order."""
     return sorted(ranked_users(users, seed)[:count])
-
-
-def read_atomic(path: str, separator: str) -> pd.DataFrame:
-    return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
 
 
 def write_atomic(frame: pd.DataFrame, path: Path, separator: str) -> None:

@@ -230,3 +230,94 @@ def test_summaries_of_a_server_are_not_taken_for_a_local_models():  # 18
 
     server = OpenAICompatibleBackend("http://127.0.0.1:1", "smollm2-135m-instruct", GenerationSettings())
     assert server.identity != model_identity("smollm2-135m-instruct", GenerationSettings())
+
+
+def rewrite(path: Path, edit) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n", encoding="utf-8")
+
+
+def inter_file(overrides) -> Path:
+    return Path(overrides["data_path"]) / "tiny" / "tiny.inter"
+
+
+def item_file(overrides) -> Path:
+    return Path(overrides["data_path"]) / "tiny" / "tiny.item"
+
+
+def with_bad_time(lines, every=False):
+    rows = [f"{line.rsplit(chr(9), 1)[0]}\tyesterday" if every or n == 5 else line for n, line in enumerate(lines)]
+    return [lines[0], *rows[1:]]
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda lines: with_bad_time(lines, every=True), "line 2: timestamp is 'yesterday', not a number"),  # 1
+        (with_bad_time, "line 6: timestamp is 'yesterday', not a number"),  # 1
+        (lambda lines: [lines[0], lines[0], *lines[1:]], "line 2 repeats the header line"),  # 2
+        (lambda lines: [*lines[:20], lines[0], *lines[20:]], "line 21 repeats the header line"),  # 2
+        (lambda lines: [lines[0].replace("timestamp", "item_id"), *lines[1:]], "column 'item_id' appears twice"),  # 3
+        (lambda lines: lines[:1], "holds no data, only its header line"),  # 4
+    ],
+)
+def test_a_damaged_interaction_file(capsys, tiny_overrides, edit, fragment):
+    rewrite(inter_file(tiny_overrides), edit)
+    code, error = tiny_run(capsys, tiny_overrides)
+    assert_one_line_error(code, error, "tiny.inter", fragment)
+
+
+def test_bytes_that_are_not_utf8(capsys, tiny_overrides):  # 6
+    for path, line in ((inter_file(tiny_overrides), 4), (item_file(tiny_overrides), 3)):
+        data = path.read_bytes().split(b"\n")
+        data[line - 1] += b"\xff\xfe"
+        path.write_bytes(b"\n".join(data))
+        code, error = tiny_run(capsys, tiny_overrides)
+        assert_one_line_error(code, error, path.name, f"line {line} is not valid utf-8 (byte 0xff)")
+        path.write_bytes(path.read_bytes().replace(b"\xff\xfe", b""))
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda line: line.replace("deluxe", "deluxe\twith a tab"), "has 6 fields where the header has 5"),  # 5
+        (lambda line: line.replace("deluxe", "deluxe\nLine two"), "has 2 fields where the header has 5"),  # 9
+    ],
+)
+def test_a_tab_or_line_break_inside_an_item_text(capsys, tiny_llm_overrides, edit, fragment):
+    rewrite(item_file(tiny_llm_overrides), lambda lines: [lines[0], *lines[1:5], edit(lines[5]), *lines[6:]])
+    code, error = tiny_run(capsys, tiny_llm_overrides, model="LLMTRSR")
+    assert_one_line_error(code, error, "tiny.item line 6", fragment)
+    # SASRec reads no item text, so it does not mind.
+    assert tiny_run(capsys, {**tiny_llm_overrides, "item_text_fields": "~", "epochs": "0"})[0] == 0
+
+
+def test_extra_fields_are_dropped_as_recbole_does(capsys, tiny_overrides):  # 21
+    rewrite(inter_file(tiny_overrides), lambda lines: [*lines[:-1], lines[-1] + "\t5"])
+    overrides = {**tiny_overrides, "max_users": "40", "epochs": "0"}
+    assert tiny_run(capsys, overrides)[0] == 0
+
+
+def test_item_text_reads_as_prose():  # 24
+    from recbole_trsr.item_text import clean_text, word_boundary_cut
+
+    assert clean_text("['The most beautiful blue \\nIf you', 'look']") == "The most beautiful blue If you look"
+    assert clean_text("Pen <sup>TM</sup> &amp; ink<!-- .headerM {color:#000000;} --> set") == "Pen TM & ink set"
+    assert clean_text("Ink <!-- .headerM {color:#000000;") == "Ink"
+    assert clean_text("one\\ntwo <style>p {x: 1}</style>three") == "one two three"
+    assert word_boundary_cut("deluxe wonderful pen", "deluxe wond") == "deluxe"
+    assert word_boundary_cut("deluxe wonderful pen", "deluxe wonderful") == "deluxe wonderful"
+
+
+def test_the_item_text_error_lists_the_columns(capsys, tiny_llm_overrides):  # 23
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "item_text_fields": "None"}, model="LLMTRSR")
+    assert_one_line_error(code, error, "needs item text", "its columns: item_id, title, categories, brand, price")
+
+
+def test_properties_in_the_working_directory_are_read(capsys, tiny_overrides, tmp_path):  # 23
+    from recbole_trsr.runner import build_config
+
+    (tmp_path / "properties" / "dataset").mkdir(parents=True)
+    (tmp_path / "properties" / "dataset" / "tiny.yaml").write_text("item_text_fields: [title, brand]\n")
+    overrides = {key: value for key, value in tiny_overrides.items() if key != "item_text_fields"}
+    assert build_config("SASRec", "tiny", overrides=overrides)["item_text_fields"] == ["title", "brand"]

@@ -8,6 +8,7 @@ looked up by (user, number of complete blocks before the target).
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from recbole.utils import FeatureSource, FeatureType
 
 from recbole_trsr import user_budget
 from recbole_trsr.config import positive_count
+from recbole_trsr.datasets import atomic_file, read_header
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import ItemTexts
 from recbole_trsr.summary import factory
@@ -44,9 +46,16 @@ class LLMTRSRDataset(SequentialDataset):
 
     def __init__(self, config):
         if not config["item_text_fields"]:
+            item_file = atomic_file(config, "item")
+            columns = (
+                f"its columns: {', '.join(read_header(item_file, config['field_separator']))}"
+                if os.path.isfile(item_file)
+                else f"{item_file} does not exist"
+            )
             raise UserInputError(
                 f"{config['model']} needs item text: set item_text_fields to columns of {config['dataset']}.item "
-                f"(in properties/dataset/{config['dataset']}.yaml or as --item_text_fields=[...])"
+                f"({columns}), as --item_text_fields=[a,b] or in properties/dataset/{config['dataset']}.yaml "
+                "(here or in the package) or a --config_files file"
             )
         super().__init__(config)
         self.item_texts = ItemTexts.from_config(config)
