@@ -169,6 +169,8 @@ def apply() -> None:
     if _applied:
         return
     check_pandas()
+    # RecBole's pandas calls warn of pandas 3 changes on every run; pandas is pinned below 3 (see check_pandas).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     install_ray_placeholder()
     numpy_compatibility_settings()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -124,14 +123,14 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
     init_seed(config["seed"], config["reproducibility"])
     start_model_logger(config)
     logger = logging.getLogger()
-    logger.info(config)
+    logger.debug(config)  # the whole config: the log file has it at DEBUG, the console stays readable
     with PeakMemory() as memory:
         dataset = create_dataset(config)
         logger.info(dataset)
         train_data, valid_data, test_data = prepare_data(config, dataset)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
-        logger.info(model)
+        logger.debug(model)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
         started = time.perf_counter()
@@ -197,7 +196,6 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None, on_r
         if retriever not in names:  # only the plain retriever: a variant is another model
             raise UserInputError(NO_RETRIEVER.format(retriever=retriever))
     entries.sort(key=lambda entry: (entry[0] != RANDOM_BASELINE, entry[0] not in retrievers))
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     runs = []
     for name, config in entries:
         retriever = retriever_needed(config)

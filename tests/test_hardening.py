@@ -321,3 +321,35 @@ def test_properties_in_the_working_directory_are_read(capsys, tiny_overrides, tm
     (tmp_path / "properties" / "dataset" / "tiny.yaml").write_text("item_text_fields: [title, brand]\n")
     overrides = {key: value for key, value in tiny_overrides.items() if key != "item_text_fields"}
     assert build_config("SASRec", "tiny", overrides=overrides)["item_text_fields"] == ["title", "brand"]
+
+
+def test_without_bars_long_work_logs_its_progress(tiny_llm_overrides, monkeypatch):  # 25
+    import logging
+
+    from recbole_trsr import progress
+    from recbole_trsr.runner import run_comparison
+
+    monkeypatch.setattr(progress.ProgressLog.__init__, "__defaults__", ("", 0.0, True))  # a line per step
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    progress.logger.addHandler(handler)  # RecBole's logger setup replaces the root's handlers
+    try:
+        run_comparison(["LLMTRSR"], "tiny", overrides={**tiny_llm_overrides, "show_progress": "False", "state": "INFO"})
+    finally:
+        progress.logger.removeHandler(handler)
+    for what in ("hierarchical summaries: ", "train epoch 0: ", "evaluation: "):
+        assert any(line.startswith(what) and "/s, " in line and "ETA" in line for line in lines), what
+
+
+def test_show_user_loads_the_model_once(capsys, tiny_llm_overrides, monkeypatch):  # 25
+    from recbole_trsr.cli import main
+    from recbole_trsr.model import llmtrsr
+    from recbole_trsr.summary import factory
+
+    loads = []
+    for module in (factory, llmtrsr):
+        original = module.load_llm
+        monkeypatch.setattr(module, "load_llm", lambda spec, original=original: loads.append(spec) or original(spec))
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(tiny_llm_overrides), "--show_user=u3"]) == 0
+    assert len(loads) == 1

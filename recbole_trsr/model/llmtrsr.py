@@ -56,7 +56,10 @@ class LLMTRSR(SequentialRecommender):
         self.loss_scope = config["loss_scope"]
         if self.loss_scope not in ("answer", "prompt"):
             raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
-        base, self.tokenizer = load_llm(LLMSpec.from_config(config))
+        spec = LLMSpec.from_config(config)
+        loaded = getattr(dataset, "loaded_llm", None)
+        # The summarizer's model, when it is the same one: its summaries are done, so LoRA may wrap it now.
+        base, self.tokenizer = loaded[1:] if loaded is not None and loaded[0] == spec else load_llm(spec)
         self.gradient_checkpointing = config["gradient_checkpointing"]
         if self.gradient_checkpointing:
             base.gradient_checkpointing_enable()

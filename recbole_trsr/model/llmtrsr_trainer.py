@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model import adapter_checkpoint as checkpoint
+from recbole_trsr.progress import ProgressLog
 
 
 class LLMTRSRTrainer(Trainer):
@@ -88,7 +89,19 @@ class LLMTRSRTrainer(Trainer):
             best = Path(model_file or self.saved_model_file) / checkpoint.BEST
             checkpoint.load_adapter(self.model.llm, best)
             self.logger.info(f"Loading the best adapter from {best}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        log = ProgressLog("evaluation", len(eval_data), " batches", enabled=not show_progress)
+        predict = self.model.predict
+
+        def logged_predict(interaction):
+            scores = predict(interaction)
+            log.update()
+            return scores
+
+        self.model.predict = logged_predict
+        try:
+            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            del self.model.predict  # the class's method again
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if saved:
@@ -122,6 +135,8 @@ class LLMTRSRTrainer(Trainer):
         )
         self.optimizer.zero_grad()
         steps = 0
+        log = ProgressLog(f"train epoch {epoch_idx}", len(train_data), " batches", enabled=not show_progress)
+        log.done = skip
         for batch_idx, interaction in enumerate(batches):
             if batch_idx < skip:
                 continue  # collated all the same: the negatives of later batches come out as before
@@ -131,6 +146,7 @@ class LLMTRSRTrainer(Trainer):
             self._check_nan(loss)
             (loss / self.accumulation).backward()
             total_loss += loss.item()
+            log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
             if (batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data):
                 continue
             if self.clip_grad_norm:

@@ -61,6 +61,7 @@ class LLMTRSRDataset(SequentialDataset):
         self.item_texts = ItemTexts.from_config(config)
         self.summaries: dict[tuple[int, int], str] = {}
         self.summary_stats = None
+        self.loaded_llm = None  # (LLMSpec, model, tokenizer) of the summarizer, once its work is done
 
     def data_augmentation(self):
         self.sort(by=[self.uid_field, self.time_field], ascending=True)
@@ -90,6 +91,7 @@ class LLMTRSRDataset(SequentialDataset):
         for dataset in datasets:
             dataset.summaries = self.summaries
             dataset.summary_stats = self.summary_stats
+            dataset.loaded_llm = self.loaded_llm
         return datasets
 
     def plan(self, user: int, history_end: int):
@@ -121,6 +123,8 @@ class LLMTRSRDataset(SequentialDataset):
         }
         summarizer = factory.build_summarizer(self.config, self.item_texts)
         texts = summarizer.summarize(requests)
+        # The summaries are final now: the recommender may take the summarizer's model instead of loading it again.
+        self.loaded_llm = factory.loaded_model(summarizer)
         self.summary_stats = stats = summarizer.stats
         logger.info(
             f"summaries: {stats.calls} LLM calls, {stats.reused} reused from {summarizer.store.path}, "

@@ -26,6 +26,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
         model, tokenizer = load_llm(spec)
         name = spec.path + (f"/{spec.gguf_file}" if spec.gguf_file else "")
         backend = TransformersBackend(model, tokenizer, settings, name)
+        backend.spec = spec
     return Summarizer(
         backend,
         open_store(config),
@@ -53,3 +54,9 @@ def store_path(config) -> Path:
 
 def open_store(config) -> SummaryStore:
     return SummaryStore(store_path(config))
+
+
+def loaded_model(summarizer: Summarizer):
+    """(LLMSpec, model, tokenizer) of a summarizer that ran in this process; None for a server."""
+    backend = summarizer.backend
+    return (backend.spec, backend.model, backend.tokenizer) if hasattr(backend, "spec") else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.blocks import block_items
 from recbole_trsr.summary.prompts import SummaryPrompts
 from recbole_trsr.summary.store import StoredSummary, SummaryStore, summary_key
@@ -81,6 +82,7 @@ class Summarizer:
         self.stats.users.update(requests)
         wanted = {(user, count) for user, (_, counts) in requests.items() for count in counts if count > 0}
         bar = tqdm(total=0, desc=f"{self.mode} summaries", unit="call", disable=not self.progress)
+        self.log = ProgressLog(f"{self.mode} summaries", 0, " calls", enabled=not self.progress)
         try:
             if self.mode == "hierarchical":
                 result = self._hierarchical(requests, wanted, bar)
@@ -139,6 +141,7 @@ class Summarizer:
                 missing[key] = prompts[node]
         bar.total += len(set(keys.values()))
         bar.update(len(set(keys.values())) - len(missing))
+        self.log.total += len(missing)
         self.stats.reused += len(set(keys.values())) - len(missing)
         pending = sorted(missing.items(), key=lambda item: len(item[1]))  # similar lengths batch together
         while pending:
@@ -149,6 +152,7 @@ class Summarizer:
                 pending = [(key, prompt) for key, prompt in pending if key not in done]
                 self.stats.reused += len(done)
                 bar.update(len(done))
+                self.log.update(len(done))
                 continue
             chunk, pending = pending[: self.chunk_size], pending[self.chunk_size :]
             try:
@@ -169,6 +173,7 @@ class Summarizer:
             self.stats.empty += sum(not g.text for g in generated)
             bar.update(len(chunk))
             elapsed = time.perf_counter() - self._started
+            self.log.update(len(chunk), tokens_per_s=f"{self.stats.new_tokens / elapsed:.1f}")
             bar.set_postfix(
                 users=len(self.stats.users),
                 calls=self.stats.calls,
