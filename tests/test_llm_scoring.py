@@ -35,6 +35,10 @@ def test_verbalizer_of_the_default_tokenizer(default_llm):
     assert (verbalizer.yes_id, verbalizer.no_id) == (9805, 787)
     assert tokenizer.decode([verbalizer.yes_id]) == " yes"
     assert resolve_verbalizer(tokenizer, "Yes", "No").yes_id == tokenizer.encode(" Yes", add_special_tokens=False)[0]
+    # The paper's prompt ends in a line break and reads the tokens "yes"/"no" without a leading space.
+    bare = resolve_verbalizer(tokenizer, leading_space=False)
+    assert (bare.yes, bare.no) == ("yes", "no") and tokenizer.decode([bare.yes_id]) == "yes"
+    assert resolve_verbalizer(tokenizer, leading_space=True) == verbalizer
 
 
 def test_answer_words_that_are_not_single_tokens(default_llm):

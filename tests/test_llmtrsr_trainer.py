@@ -126,3 +126,31 @@ def test_resume_from_a_missing_or_damaged_checkpoint(capsys, overrides, tmp_path
 def test_gradient_accumulation_must_be_positive(overrides):
     with pytest.raises(UserInputError, match="gradient_accumulation_steps"):
         prepared({**overrides, "gradient_accumulation_steps": "0.5"})
+
+
+def test_full_fine_tuning_trains_every_weight_and_saves_the_whole_model(overrides):
+    from recbole_trsr.model.adapter_checkpoint import load_adapter
+
+    settings = {**overrides, "finetune": "full", "epochs": "1", "learner": "adamw", "adam_betas": "[0.9, 0.95]"}
+    trainer, train_data, _ = prepared(settings)
+    assert all(parameter.requires_grad for parameter in trainer.model.parameters())
+    assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.9, 0.95)}
+    before = {name: p.detach().clone() for name, p in trainer.model.llm.named_parameters()}
+    trainer._train_epoch(train_data, 0)
+    trainer._save_checkpoint(0)
+    changed = [name for name, p in trainer.model.llm.named_parameters() if not torch.equal(p, before[name])]
+    assert any("mlp" in name for name in changed) and any("embed" in name for name in changed)
+    best = Path(trainer.saved_model_file) / "best"
+    assert (best / "model.safetensors").is_file() and not (best / "adapter_config.json").exists()
+    trained = {name: p.detach().clone() for name, p in trainer.model.llm.named_parameters()}
+    for parameter in trainer.model.llm.parameters():
+        parameter.data.zero_()
+    load_adapter(trainer.model.llm, best)
+    assert all(torch.equal(p, trained[name]) for name, p in trainer.model.llm.named_parameters())
+
+
+def test_bad_fine_tuning_settings(overrides):
+    with pytest.raises(UserInputError, match="finetune 'half' is not lora or full"):
+        prepared({**overrides, "finetune": "half"})
+    with pytest.raises(UserInputError, match="adam_betas must be two numbers"):
+        prepared({**overrides, "adam_betas": "[0.9]"})

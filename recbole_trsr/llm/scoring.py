@@ -41,13 +41,15 @@ def single_token_id(tokenizer, text: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def resolve_verbalizer(tokenizer, yes: str = "yes", no: str = "no") -> Verbalizer:
-    """The answer tokens: " yes"/" no" (after "Answer:", the usual case) or, failing that, "yes"/"no".
+def resolve_verbalizer(tokenizer, yes: str = "yes", no: str = "no", leading_space: bool | None = None) -> Verbalizer:
+    """The answer tokens: " yes"/" no" (after "Answer:", the usual case) or, failing that, "yes"/"no";
+    ``leading_space`` True or False asks for one form only (the paper's prompt ends in a line break, then "yes").
 
     Each must be one token and the two must differ; otherwise the yes/no probability cannot be read from
     one position and the error says so.
     """
-    for prefix in (" ", ""):
+    prefixes = (" ", "") if leading_space is None else (" ",) if leading_space else ("",)
+    for prefix in prefixes:
         yes_id = single_token_id(tokenizer, prefix + yes)
         no_id = single_token_id(tokenizer, prefix + no)
         if yes_id is not None and no_id is not None and yes_id != no_id:
@@ -108,11 +110,13 @@ class Opening:
 class YesNoScorer:
     """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
 
-    def __init__(self, model, tokenizer, yes: str = "yes", no: str = "no", suffixes_per_row: int = 7):
+    def __init__(
+        self, model, tokenizer, yes: str = "yes", no: str = "no", suffixes_per_row: int = 7, leading_space=None
+    ):
         self.model = model
         self.suffixes_per_row = suffixes_per_row
         self.tokenizer = tokenizer
-        self.verbalizer = resolve_verbalizer(tokenizer, yes, no)
+        self.verbalizer = resolve_verbalizer(tokenizer, yes, no, leading_space)
         self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2**31)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -1,4 +1,5 @@
-"""LLMTRSR's checkpoint folder: the LoRA adapter (peft's save_pretrained), never the frozen base model.
+"""LLMTRSR's checkpoint folder: the LoRA adapter (peft's save_pretrained), never the frozen base model (with
+``finetune: full``, the whole fine-tuned model, transformers' save_pretrained).
 
     <checkpoint_dir>/LLMTRSR-<time>/
         config.yaml          the run's config
@@ -59,10 +60,32 @@ def save(peft_model, folder: Path, name: str, trainer_state: dict | None = None)
     return folder / name
 
 
+def load_full_model(model, folder: Path) -> None:
+    """Load a fully fine-tuned model's weights (``save_pretrained``'s safetensors) into ``model``."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserInputError(f"{folder} holds neither a LoRA adapter nor model weights (*.safetensors)")
+    device = next(model.parameters()).device
+    try:
+        weights = {key: value for file in files for key, value in load_file(str(file), device=str(device)).items()}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except Exception as error:
+        raise UserInputError(f"{folder}: the weights cannot be read or do not fit this model ({error})") from None
+    tied = getattr(model.config, "tie_word_embeddings", False)  # the output embedding is the input's, not saved
+    missing = [name for name in missing if not (tied and name.endswith("lm_head.weight"))]
+    if unexpected or missing:
+        raise UserInputError(f"{folder}: the weights do not fit this model (e.g. {(unexpected or missing)[0]})")
+
+
 def load_adapter(peft_model, folder: Path) -> None:
-    """Load the adapter weights saved in ``folder`` into ``peft_model`` (same base, same LoRA settings)."""
+    """Load the adapter weights saved in ``folder`` into ``peft_model`` (same base, same LoRA settings); for a
+    fully fine-tuned model (``finetune: full``), its whole weights."""
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
+    if not hasattr(peft_model, "peft_config"):
+        return load_full_model(peft_model, folder)
     if not (folder / "adapter_config.json").is_file():
         raise UserInputError(f"{folder} holds no LoRA adapter (adapter_config.json is missing)")
     device = next(peft_model.parameters()).device

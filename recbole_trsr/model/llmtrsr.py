@@ -63,17 +63,29 @@ class LLMTRSR(SequentialRecommender):
         self.gradient_checkpointing = config["gradient_checkpointing"]
         if self.gradient_checkpointing:
             base.gradient_checkpointing_enable()
-        lora = LoraConfig(
-            r=config["lora_r"],
-            lora_alpha=config["lora_alpha"],
-            lora_dropout=config["lora_dropout"],
-            target_modules=list(config["lora_target_modules"]),
-            task_type="CAUSAL_LM",
+        self.finetune = config["finetune"] or "lora"
+        if self.finetune == "full":  # every weight trains; checkpoints hold the whole model
+            self.llm = base.requires_grad_(True)
+        elif self.finetune == "lora":
+            lora = LoraConfig(
+                r=config["lora_r"],
+                lora_alpha=config["lora_alpha"],
+                lora_dropout=config["lora_dropout"],
+                target_modules=list(config["lora_target_modules"]),
+                task_type="CAUSAL_LM",
+            )
+            with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+                self.llm = get_peft_model(base, lora)
+        else:
+            raise UserInputError(f"finetune '{self.finetune}' is not lora or full")
+        space = config["answer_leading_space"]
+        self.scorer = YesNoScorer(
+            self.llm,
+            self.tokenizer,
+            suffixes_per_row=config["score_suffixes_per_row"],
+            leading_space=None if space in (None, "auto") else bool(space),
         )
-        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-            self.llm = get_peft_model(base, lora)
-        self.scorer = YesNoScorer(self.llm, self.tokenizer, suffixes_per_row=config["score_suffixes_per_row"])
         self.fitter = PromptFitter(self.tokenizer, config["max_prompt_tokens"] or self.scorer.context_window)
         self.templates = {
             "instruction": config["instruction_template"] or INSTRUCTION,

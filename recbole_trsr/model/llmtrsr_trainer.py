@@ -37,6 +37,21 @@ class LLMTRSRTrainer(Trainer):
         if config["resume_from"]:
             self.resume_checkpoint(config["resume_from"])
 
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizers, with ``adam_betas`` for Adam and AdamW (the paper's code uses (0.9, 0.95))."""
+        optimizer = super()._build_optimizer(**kwargs)
+        betas = self.config["adam_betas"]
+        if betas is not None:
+            if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+                raise UserInputError(f"adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not {betas!r}")
+            if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+                raise UserInputError(
+                    f"adam_betas is given, but learner '{self.config['learner']}' is not adam or adamw"
+                )
+            for group in optimizer.param_groups:
+                group["betas"] = tuple(float(b) for b in betas)
+        return optimizer
+
     @property
     def folder(self) -> Path:
         return Path(self.saved_model_file)
