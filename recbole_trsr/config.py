@@ -132,7 +132,8 @@ class TRSRConfig(Config):
 
     def __init__(self, model_class, dataset, config_file_list=None, overrides=None):
         self._overrides = dict(overrides or {})
-        files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
+        preset = self._overrides.get("preset")
+        files = property_files(model_class.__name__, dataset, preset) + list(config_file_list or [])
         super().__init__(model=model_class, dataset=dataset, config_file_list=files)
 
     def _load_cmd_line(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recbole_trsr.errors import UserInputError
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -21,14 +23,27 @@ def local_properties_dir() -> Path | None:
     return local if local.is_dir() and local.resolve() != properties_dir().resolve() else None
 
 
-def property_files(model: str, dataset: str) -> list[str]:
+def property_files(model: str, dataset: str, preset: str | None = None) -> list[str]:
     """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high: the
-    package's own, then the working directory's ``properties/`` above them."""
+    package's own, then the working directory's ``properties/`` above them; then presets/<preset>.yaml."""
     files = []
     for root in (properties_dir(), local_properties_dir()):
         if root is not None:
             files += [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+    if preset:
+        files.append(preset_file(preset))
     return [str(path) for path in files if path.is_file()]
+
+
+def known_presets() -> list[str]:
+    return sorted(path.stem for path in (properties_dir() / "presets").glob("*.yaml"))
+
+
+def preset_file(name: str) -> Path:
+    path = properties_dir() / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserInputError(f"unknown preset '{name}'; presets: {', '.join(known_presets())}")
+    return path
 
 
 def known_datasets() -> list[str]:

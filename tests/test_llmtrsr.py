@@ -143,3 +143,49 @@ def test_model_context_shorter_than_the_minimum_prompt(capsys, tiny_llm_override
     arguments = as_arguments({**tiny_llm_overrides, "summary_mode": "none"})
     assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
     assert "the model's context (48 tokens) is shorter than the minimum prompt" in capsys.readouterr().err
+
+
+PAPER_INSTRUCTION = (  # LLM-TRSR/train.py and test.py of the paper's code, Amazon
+    "### User:\nGiven a preference summary of the user, and information related to the historical items the user "
+    "has purchased, predict whether the user will click on the given next product. Note that the preference summary "
+    "captures long-term interests, while the recent items indicate short term interests. Both of them should be "
+    "holistically considered for a more comprehensive understanding of user behavior. Please output 'yes' or 'no'."
+)
+
+
+def paper_prompt(summary, history_items, next_item):
+    """The paper's code, step by step: prompt_text + preference_text + history_item_text + next_item_text + ..."""
+    preference_text = "\n[Preference Summary]\n" + summary
+    history_item_text = "\n[Historical Items]\n" + "\n".join(history_items[-5:])
+    next_item_text = "\n[Next Item]\n" + next_item
+    return PAPER_INSTRUCTION + preference_text + history_item_text + next_item_text + "\n### Assistant:\n"
+
+
+def test_the_paper_preset_renders_the_papers_prompt_byte_for_byte(tiny_llm_overrides):
+    from recbole.data import create_dataset
+
+    from recbole_trsr.runner import build_config, prepare_data
+
+    config = build_config(
+        "LLMTRSR", "tiny", overrides={**tiny_llm_overrides, "preset": "paper", "summary_mode": "none"}
+    )
+    assert (config["finetune"], config["loss_scope"], config["recent_k"]) == ("full", "prompt", 5)
+    _, _, test_data = prepare_data(config, create_dataset(config))
+    model = config.model_class(config, test_data._dataset)
+    assert (model.scorer.verbalizer.yes, model.scorer.verbalizer.no) == ("yes", "no")
+    split = test_data._dataset
+    for row in range(3):
+        user, end = int(split.inter_feat["user_id"][row]), int(split.inter_feat["history_end"][row])
+        item = int(split.inter_feat["item_id"][row])
+        prefix, (suffix,) = model.request(user, end, [item])
+        history = [model.item_text(i) for i in split.user_sequences[user][:end]]
+        expected = paper_prompt("NULL", history, model.item_text(item))
+        assert model.tokenizer.decode(prefix + suffix) == expected
+
+
+def test_an_unknown_preset(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments({**tiny_llm_overrides, "preset": "papr"})]) == 2
+    assert "unknown preset 'papr'; presets: paper" in capsys.readouterr().err

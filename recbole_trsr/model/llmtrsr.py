@@ -93,6 +93,9 @@ class LLMTRSR(SequentialRecommender):
             "recent": config["recent_section_template"],
             "candidate": config["candidate_template"],
         }
+        self.templates["next_item"] = config["next_item_template"] or "[Next Item]"
+        self.missing_summary = config["summary_missing_text"] or ""  # the paper's code writes NULL
+        self.recent_numbered = config["recent_numbered"] is not False
         self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
         self.capped_text = capped_texts(dataset.item_texts, self.tokenizer, config["item_max_tokens"])
         self._suffixes: dict[int, list[int]] = {}  # an item's suffix is the same in every prompt
@@ -113,13 +116,15 @@ class LLMTRSR(SequentialRecommender):
 
     def prefix_ids(self, user: int, history_end: int, longest_suffix: int) -> list[int]:
         summary, recent = self.texts.prompt_parts(user, history_end)
+        summary = summary or self.missing_summary
         recent = [self.item_text(item) for item in recent]
         sections = [Section(self.templates["instruction"])]
         if summary:
             sections.append(Section(self.templates["summary"].format(summary=summary), self.budgets["summary"], 1))
         if recent:
-            sections.append(Section(self.templates["recent"].format(items=numbered(recent)), self.budgets["recent"], 0))
-        sections.append(Section("[Next Item]"))
+            items = numbered(recent) if self.recent_numbered else "\n".join(recent)
+            sections.append(Section(self.templates["recent"].format(items=items), self.budgets["recent"], 0))
+        sections.append(Section(self.templates["next_item"]))
         return self.fitter.fit_prefix(sections, longest_suffix)
 
     def suffix_ids(self, item_id: int) -> list[int]:
