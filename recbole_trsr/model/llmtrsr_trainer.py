@@ -78,13 +78,15 @@ class LLMTRSRTrainer(Trainer):
             "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
 
     def resume_checkpoint(self, resume_file):
         """Go on from the last save point of ``resume_file`` (a checkpoint folder), into the same folder."""
         folder = checkpoint.check_resume_folder(resume_file)
-        state = checkpoint.load_trainer_state(folder / checkpoint.LAST, self.device)
+        # On the CPU first: RNG states must stay CPU byte tensors; the optimizer moves its state to the parameters.
+        state = checkpoint.load_trainer_state(folder / checkpoint.LAST, "cpu")
         checkpoint.load_adapter(self.model.llm, folder / checkpoint.LAST)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -93,7 +95,7 @@ class LLMTRSRTrainer(Trainer):
             self.best_valid_score = state["best_valid_score"]
             self.best_valid_result = state["best_valid_result"] or None
             self.train_loss_dict = dict(state["train_loss_dict"])
-            self.resume_rng = state["torch_rng"]
+            self.resume_rng = state["torch_rng"], state.get("cuda_rng", [])
         except (KeyError, ValueError) as error:
             raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
         self.saved_model_file = str(folder)
@@ -156,7 +158,10 @@ class LLMTRSRTrainer(Trainer):
             if batch_idx < skip:
                 continue  # collated all the same: the negatives of later batches come out as before
             if batch_idx == skip and skip:
-                torch.set_rng_state(self.resume_rng)  # dropout continues where the save point left it
+                cpu_rng, cuda_rng = self.resume_rng  # dropout continues where the save point left it
+                torch.set_rng_state(cpu_rng)
+                if cuda_rng and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(cuda_rng)
             loss = loss_func(interaction.to(self.device))
             self._check_nan(loss)
             (loss / self.accumulation).backward()
