@@ -154,3 +154,21 @@ def test_bad_fine_tuning_settings(overrides):
         prepared({**overrides, "finetune": "half"})
     with pytest.raises(UserInputError, match="adam_betas must be two numbers"):
         prepared({**overrides, "adam_betas": "[0.9]"})
+
+
+def test_passes_of_fewer_examples_give_the_batchs_gradient(overrides):
+    trainer, train_data, _ = prepared({**overrides, "lora_dropout": "0.0"})
+    batch = next(iter(train_data))
+    gradients = []
+    for limit in (None, 1, 3):
+        trainer.examples_per_pass = limit
+        trainer.model.zero_grad()
+        parts = list(trainer.passes(batch))
+        assert sum(share for _, share in parts) == pytest.approx(1.0)
+        assert len(parts) == (1 if limit is None else -(-len(batch) // 2 // limit))  # a positive and its negative
+        for part, share in parts:
+            (trainer.model.calculate_loss(part) * share).backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-6) and torch.allclose(
+        gradients[0], gradients[2], atol=1e-6
+    )

@@ -16,9 +16,11 @@ from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_trsr.config import positive_count
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.progress import ProgressLog
+from recbole_trsr.summary.dataset import HISTORY_END
 
 
 class LLMTRSRTrainer(Trainer):
@@ -32,6 +34,7 @@ class LLMTRSRTrainer(Trainer):
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
+        self.examples_per_pass = positive_count(config, "train_examples_per_pass")
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
         if config["resume_from"]:
@@ -134,6 +137,24 @@ class LLMTRSRTrainer(Trainer):
 
     # One epoch --------------------------------------------------------------------------------------
 
+    def passes(self, interaction):
+        """The batch as forward/backward passes of at most ``train_examples_per_pass`` examples (a prompt prefix
+        with its positive and negatives), each with its share of the batch's rows. Activations, and so memory,
+        grow with the tokens of one pass; the gradient is the batch's (exactly, for the answer-token loss)."""
+        limit = self.examples_per_pass
+        if not limit:
+            yield interaction, 1.0
+            return
+        examples: dict[tuple[int, int], list[int]] = {}
+        users = interaction[self.model.USER_ID].tolist()
+        ends = interaction[HISTORY_END].long().tolist()
+        for row, key in enumerate(zip(users, ends, strict=True)):
+            examples.setdefault(key, []).append(row)
+        groups = list(examples.values())
+        for start in range(0, len(groups), limit):
+            rows = [row for group in groups[start : start + limit] for row in group]
+            yield interaction[torch.tensor(rows)], len(rows) / len(interaction)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
@@ -162,10 +183,13 @@ class LLMTRSRTrainer(Trainer):
                 torch.set_rng_state(cpu_rng)
                 if cuda_rng and torch.cuda.is_available():
                     torch.cuda.set_rng_state_all(cuda_rng)
-            loss = loss_func(interaction.to(self.device))
-            self._check_nan(loss)
-            (loss / self.accumulation).backward()
-            total_loss += loss.item()
+            batch_loss = 0.0
+            for part, share in self.passes(interaction):
+                loss = loss_func(part.to(self.device))
+                self._check_nan(loss)
+                (loss * share / self.accumulation).backward()
+                batch_loss += loss.item() * share
+            total_loss += batch_loss
             log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
             if (batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data):
                 continue
