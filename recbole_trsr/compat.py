@@ -171,6 +171,9 @@ def apply() -> None:
     check_pandas()
     # RecBole's pandas calls warn of pandas 3 changes on every run; pandas is pinned below 3 (see check_pandas).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+    # Python >= 3.12 warns of invalid escapes in RecBole's sources (dien.py, ...) when they first compile; the
+    # warning's module is then the file's path.
+    warnings.filterwarnings("ignore", category=SyntaxWarning, module=r".*recbole")
     install_ray_placeholder()
     numpy_compatibility_settings()
 
