@@ -125,7 +125,10 @@ def run(args, rest: list[str]) -> int:
         if not written:
             written["to"] = Comparison.start(config["output_dir"], args.dataset)
         rows = joined_rows(earlier, [run.row() for run in runs]) if earlier else [run.row() for run in runs]
-        title = f"{args.dataset}: {len(rows[0].per_user)} test users, candidates {rows[0].facts['candidates']}"
+        title = (
+            f"{args.dataset}: {len(rows[0].per_user)} test users, candidates {rows[0].facts['candidates']}; "
+            "bars: 95% bootstrap intervals"
+        )
         written["markdown"] = written["to"].write(rows, comparison_settings(config), title)
 
     run_comparison(models, args.dataset, config_files, overrides, on_run=write)

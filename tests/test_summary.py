@@ -284,3 +284,61 @@ def test_block_longer_than_the_context_window(tmp_path, tiny_lm):
     summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), long_text, "hierarchical", progress=False)
     with pytest.raises(UserInputError, match="exceeds the model's context window of 2048"):
         summarizer.summarize({"u": (HISTORY, {1})})
+
+
+def test_partial_last_block_is_a_block_of_its_own():
+    plan = plan_history(HISTORY[:7], block_size=5, max_blocks=5, recent_k=3, mode="hierarchical", partial=True)
+    assert plan.complete_blocks == 2 and plan.summarized == (0, 1) and plan.recent == ("i4", "i5", "i6")
+    assert plan_history(HISTORY[:10], 5, 5, 3, "hierarchical", partial=True).complete_blocks == 2
+
+
+def test_always_merge_merges_a_single_block(tmp_path):
+    backend = RecordingBackend()
+    summarizer = Summarizer(
+        backend, SummaryStore(tmp_path / "s.db"), item_text, "hierarchical", progress=False, always_merge=True
+    )
+    result = summarizer.summarize({"u": (HISTORY[:5], {1})})
+    assert summarizer.stats.calls == 2 and result[("u", 1)] == "S1"  # the merge's text, not the block's
+
+
+def paper_block_prompt(sentences):  # preprocess/amazon/summary_generation.py, summary_generation_hierarchical
+    instruction = """
+            Given the above historical purchase data of a user, including the titles, descriptions, and attributes of the items they have bought, craft a concise summary that captures the user's preferences, personality, and shopping habits. \n
+            """  # noqa: E501
+    return "### User:\n" + instruction + "[historical purchase data]:\n" + "\n".join(sentences) + "\n### Assistant:\n"
+
+
+def paper_merge_prompt(block_summary_list):
+    instruction = """
+        Given a series of user preferences summaries arranged in chronological order, generate a concise summary that encapsulates the user's overall preference. Note that the newly generated summary of user preferences should be consistent with the format of the given summaries.\n
+        """  # noqa: E501
+    summaries = [f"[Preference Summary {j}:\n]" + block_summary_list[j] for j in range(len(block_summary_list))]
+    return "### User:\n" + instruction + "\n".join(summaries) + "\n### Assistant:\n"
+
+
+def test_the_paper_preset_summarizes_as_the_papers_code(tmp_path, tiny_overrides):
+    from recbole_trsr.config import TRSRConfig
+    from recbole_trsr.model import LLMTRSR
+    from recbole_trsr.summary import factory
+
+    config = TRSRConfig(LLMTRSR, "tiny", None, {**tiny_overrides, "preset": "paper"})
+    assert config["summary_chat_template"] is False
+    backend = RecordingBackend()
+    summarizer = Summarizer(
+        backend,
+        SummaryStore(tmp_path / "s.db"),
+        item_text,
+        "hierarchical",
+        prompts=factory.summary_prompts(config),
+        progress=False,
+        always_merge=config["summary_always_merge"],
+    )
+    history = HISTORY[:7]  # a block of 5 and a partial block of 2
+    plan = plan_history(history, 5, 5, 5, "hierarchical", partial=config["summary_partial_block"])
+    result = summarizer.summarize({"u": (history, {plan.complete_blocks})})
+    blocks = [[item_text(token) for token in history[:5]], [item_text(token) for token in history[5:]]]
+    block_prompts = [paper_block_prompt(blocks[0]), paper_block_prompt(blocks[1])]
+    assert sorted(backend.prompts[:2]) == sorted(block_prompts)
+    texts = [f"S{backend.prompts.index(prompt)}" for prompt in block_prompts]  # the backend's answer to each
+    assert backend.prompts[2] == paper_merge_prompt(texts)
+    assert result[("u", 2)] == "S2"

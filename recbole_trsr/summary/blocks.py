@@ -24,7 +24,9 @@ class HistoryPlan:
     recent: tuple  # the items shown verbatim, oldest first
 
 
-def plan_history(history: Sequence, block_size: int, max_blocks: int, recent_k: int, mode: str) -> HistoryPlan:
+def plan_history(
+    history: Sequence, block_size: int, max_blocks: int, recent_k: int, mode: str, partial: bool = False
+) -> HistoryPlan:
     """Plan the prompt for ``history`` (the items before the target, oldest first).
 
     - hierarchical: the summary merges the ``max_blocks`` most recent complete blocks;
@@ -32,6 +34,8 @@ def plan_history(history: Sequence, block_size: int, max_blocks: int, recent_k: 
       calls, each time it slides; the recurrence is what carries the older blocks forward);
     - none: no summary; the last ``recent_k`` items only (the TALLRec-style prompt).
     The recent items are the last ``recent_k`` items, widened to every item after the last complete block.
+    With ``partial`` (the paper's code), the items after the last complete block form one more, shorter block
+    that is summarized too (``complete_blocks`` then counts it), and the recent items are the last ``recent_k``.
     """
     if mode not in SUMMARY_MODES:
         raise ValueError(f"summary_mode '{mode}' is not one of {', '.join(SUMMARY_MODES)}")
@@ -40,9 +44,9 @@ def plan_history(history: Sequence, block_size: int, max_blocks: int, recent_k: 
     history = tuple(history)
     if mode == "none":
         return HistoryPlan(0, (), last(history, recent_k))
-    complete = len(history) // block_size
+    complete = -(-len(history) // block_size) if partial else len(history) // block_size
     first = max(0, complete - max_blocks) if mode == "hierarchical" else 0
-    uncovered = len(history) - complete * block_size
+    uncovered = max(0, len(history) - complete * block_size)
     shown = max(recent_k, uncovered)
     return HistoryPlan(complete, tuple(range(first, complete)), last(history, shown))
 

@@ -98,13 +98,23 @@ class LLMTRSRDataset(SequentialDataset):
         config = self.config
         history = self.user_sequences[user][:history_end]
         return history, plan_history(
-            history, config["block_size"], config["max_blocks"], config["recent_k"], config["summary_mode"]
+            history,
+            config["block_size"],
+            config["max_blocks"],
+            config["recent_k"],
+            config["summary_mode"],
+            partial=bool(config["summary_partial_block"]),
         )
+
+    def summary_owner(self, user: int, history_end: int):
+        """Whose summaries a history's are: the user's (every prefix shares the complete blocks), or, when the
+        partial last block is summarized too, that prefix's own (its last block depends on where it ends)."""
+        return (user, history_end) if self.config["summary_partial_block"] else user
 
     def make_summaries(self, datasets) -> dict[tuple[int, int], str]:
         """Every summary that the train, valid and test examples need, from the store or the summarizer."""
-        needed: dict[int, set[int]] = {}
-        deepest: dict[int, int] = {}
+        needed: dict = {}
+        deepest: dict = {}
         only = self.config["summary_users"]
         only = None if not only else {self.token2id(self.uid_field, str(token)) for token in only}
         for dataset in datasets:
@@ -114,15 +124,18 @@ class LLMTRSRDataset(SequentialDataset):
                 if only is not None and user not in only:
                     continue
                 _, plan = self.plan(user, end)
-                needed.setdefault(user, set()).add(plan.complete_blocks)
-                deepest[user] = max(deepest.get(user, 0), end)
+                owner = self.summary_owner(user, end)
+                needed.setdefault(owner, set()).add(plan.complete_blocks)
+                deepest[owner] = max(deepest.get(owner, 0), end)
         tokens = self.field2id_token[self.iid_field]
+        user_of = (lambda owner: owner[0]) if self.config["summary_partial_block"] else (lambda owner: owner)
         requests = {
-            user: ([str(tokens[item]) for item in self.user_sequences[user][: deepest[user]]], counts)
-            for user, counts in needed.items()
+            owner: ([str(tokens[item]) for item in self.user_sequences[user_of(owner)][: deepest[owner]]], counts)
+            for owner, counts in needed.items()
         }
         summarizer = factory.build_summarizer(self.config, self.item_texts)
         texts = summarizer.summarize(requests)
+        summarizer.stats.users = {user_of(owner) for owner in requests}  # users, not prefixes, in the report
         # The summaries are final now: the recommender may take the summarizer's model instead of loading it again.
         self.loaded_llm = factory.loaded_model(summarizer)
         self.summary_stats = stats = summarizer.stats
@@ -136,5 +149,6 @@ class LLMTRSRDataset(SequentialDataset):
     def prompt_parts(self, user: int, history_end: int) -> tuple[str, list[int]]:
         """(summary text, recent item ids oldest first) for the example whose target follows history_end."""
         history, plan = self.plan(user, history_end)
-        summary = self.summaries.get((user, plan.complete_blocks), "") if plan.complete_blocks else ""
+        owner = self.summary_owner(user, history_end)
+        summary = self.summaries.get((owner, plan.complete_blocks), "") if plan.complete_blocks else ""
         return summary, [int(item) for item in plan.recent]

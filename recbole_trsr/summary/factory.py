@@ -15,7 +15,9 @@ from recbole_trsr.summary.summarizer import Summarizer
 
 def build_summarizer(config, item_texts) -> Summarizer:
     settings = GenerationSettings(
-        max_new_tokens=config["summary_max_new_tokens"], batch_size=config["summary_batch_size"]
+        max_new_tokens=config["summary_max_new_tokens"],
+        batch_size=config["summary_batch_size"],
+        use_chat_template=config["summary_chat_template"] is not False,
     )
     spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
     if config["summary_backend"] == "server":
@@ -36,6 +38,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
         max_blocks=config["max_blocks"],
         prompts=summary_prompts(config),
         progress=config["show_progress"],
+        always_merge=bool(config["summary_always_merge"]),
     )
 
 
@@ -45,6 +48,8 @@ def summary_prompts(config) -> SummaryPrompts:
         block=config["summary_block_template"] or defaults.block,
         update=config["summary_update_template"] or defaults.update,
         merge=config["summary_merge_template"] or defaults.merge,
+        numbered=config["summary_numbered"] is not False,
+        summary_label=config["summary_merge_label"] or "",
     )
 
 

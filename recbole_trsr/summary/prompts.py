@@ -25,20 +25,32 @@ MERGE = (
 
 @dataclass(frozen=True)
 class SummaryPrompts:
-    """Templates with the placeholders {items}, {summary} (update) and {summaries} (merge)."""
+    """Templates with the placeholders {items}, {summary} (update) and {summaries} (merge).
+
+    ``numbered``: items and summaries as ``1. ...`` lines, or plain lines (the paper's code). ``summary_label``:
+    a label before each merged summary, with ``{n}`` for its number from 0 (the paper's code writes
+    ``[Preference Summary {n}:\n]``); empty: none.
+    """
 
     block: str = BLOCK
     update: str = UPDATE
     merge: str = MERGE
+    numbered: bool = True
+    summary_label: str = ""
+
+    def lines(self, texts: list[str]) -> str:
+        return numbered(texts) if self.numbered else "\n".join(texts)
 
     def block_prompt(self, item_texts: list[str]) -> str:
-        return self.block.format(items=numbered(item_texts))
+        return self.block.format(items=self.lines(item_texts))
 
     def update_prompt(self, summary: str, item_texts: list[str]) -> str:
-        return self.update.format(summary=summary, items=numbered(item_texts))
+        return self.update.format(summary=summary, items=self.lines(item_texts))
 
     def merge_prompt(self, summaries: list[str]) -> str:
-        return self.merge.format(summaries=numbered(summaries))
+        if self.summary_label:
+            summaries = [self.summary_label.format(n=n) + text for n, text in enumerate(summaries)]
+        return self.merge.format(summaries=self.lines(summaries))
 
 
 def numbered(lines: list[str]) -> str:

@@ -56,6 +56,7 @@ class Summarizer:
         prompts: SummaryPrompts | None = None,
         chunk_size: int | None = None,
         progress: bool = True,
+        always_merge: bool = False,
     ):
         if mode not in ("hierarchical", "recurrent"):
             raise ValueError(f"summary_mode '{mode}' does not summarize")
@@ -70,6 +71,7 @@ class Summarizer:
         settings = getattr(backend, "settings", None)
         self.chunk_size = chunk_size or getattr(settings, "batch_size", None) or 16
         self.progress = progress
+        self.always_merge = always_merge  # the paper's code merges a single block's summary too
         self.stats = SummaryStats()
 
     def block_texts(self, history: Sequence[str], block: int) -> list[str]:
@@ -104,11 +106,11 @@ class Summarizer:
         merge_prompts = {
             node: self.prompts.merge_prompt([block_summaries[(node[0], block)] for block in window])
             for node, window in windows.items()
-            if len(window) > 1
+            if len(window) > 1 or self.always_merge
         }
         merged = self._run(merge_prompts, bar)
         return {
-            node: merged[node] if len(window) > 1 else block_summaries[(node[0], window[0])]
+            node: merged[node] if node in merged else block_summaries[(node[0], window[0])]
             for node, window in windows.items()
         }
 
