@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -56,7 +57,8 @@ class PerUserMetrics:
             takes_length = len(inspect.signature(metric.metric_info).parameters) > 1  # Recall, NDCG, MAP do
             values = metric.metric_info(pos_index, pos_len) if takes_length else metric.metric_info(pos_index)
             for k in metric.topk:
-                columns[f"{name}@{k}"] = values[:, k - 1].astype(float)
+                # Rounded so that users at the same rank tie exactly (the rank tests count ties), as in the CSV.
+                columns[f"{name}@{k}"] = np.round(values[:, k - 1].astype(float), 12)
         for values in columns.values():
             if len(values) != len(self.users):
                 raise RuntimeError(f"{len(values)} metric rows for {len(self.users)} users: a user's rows were split")
