@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-from recbole_trsr.comparison import Comparison, comparison_settings, earlier_rows, joined_rows
+from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
 from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--add_to",
-        metavar="CSV",
-        help="an earlier comparison-<dataset>-<time>.csv: its rows join this run's in one table (same candidates only)",
+        metavar="CSV[,CSV...]",
+        help="earlier comparison-<dataset>-<time>.csv files: their rows join this run's in one table (same candidates "
+        "only)",
     )
     parser.add_argument("--show_user", metavar="USER", help="print one user's blocks, summary and prompt, then stop")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -116,7 +117,7 @@ def run(args, rest: list[str]) -> int:
             report = commands.show_user(config, args.show_user) if args.show_user else commands.precompute(config)
             print(report)
         return 0
-    earlier = earlier_rows(args.add_to) if args.add_to else []
+    earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
     written = {}
 
     def write(runs):

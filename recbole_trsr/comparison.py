@@ -248,13 +248,22 @@ def earlier_rows(csv_path: str) -> list[Row]:
     return rows
 
 
-def joined_rows(earlier: list[Row], new: list[Row]) -> list[Row]:
+def earlier_tables(csv_paths: list[str]) -> list[Row]:
+    """The rows of several earlier comparisons on the same candidates, joined in order (a later row of a model
+    replaces an earlier one): comparisons run apart, in parallel or one model at a time, make one table."""
+    rows: list[Row] = []
+    for path in csv_paths:
+        rows = joined_rows(rows, earlier_rows(path), joining=path) if rows else earlier_rows(path)
+    return rows
+
+
+def joined_rows(earlier: list[Row], new: list[Row], joining: str = "this run") -> list[Row]:
     """Earlier rows first, then the new ones; refused unless all were scored on the same candidates."""
     fingerprints = {row.facts["candidates"] for row in earlier + new}
     if len(fingerprints) > 1:
         raise UserInputError(
-            f"--add_to: the earlier table's candidates ({earlier[0].facts['candidates']}) differ from this run's "
-            f"({new[0].facts['candidates']}); use the same dataset, split, seed, max_users and eval_users"
+            f"--add_to: the earlier table's candidates ({earlier[0].facts['candidates']}) differ from those of "
+            f"{joining} ({new[0].facts['candidates']}); use the same dataset, split, seed, max_users and eval_users"
         )
     latest = {row.model: row for row in new}  # a model run again replaces its earlier row
     return [latest.pop(row.model, row) for row in earlier] + list(latest.values())

@@ -116,6 +116,33 @@ def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def newest_table(overrides: dict) -> Path:
+    return max(Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime_ns)
+
+
+def test_comparisons_run_apart_join_into_one_table(capsys, tiny_overrides):
+    arguments = ["--dataset=tiny", *as_arguments({**tiny_overrides, "eval_users": "10"})]
+    tables = []
+    for model in ("SASRec", "GRU4Rec"):  # two runs that know nothing of each other, as if run in parallel
+        assert main([f"--model={model}", *arguments]) == 0
+        tables.append(newest_table(tiny_overrides))
+    assert main(["--model=RandomRank", f"--add_to={tables[0]},{tables[1]}", *arguments]) == 0
+    capsys.readouterr()
+    joined = newest_table(tiny_overrides)
+    frame = pd.read_csv(joined)
+    assert frame["model"].tolist() == ["SASRec", "RandomRank", "GRU4Rec"]
+    assert frame["best_baseline"].nunique() == 1 and frame["ndcg@10_p"].notna().sum() == 2
+    users = pd.read_csv(str(joined)[: -len(".csv")] + "-users.csv")
+    assert users.groupby("model")["user"].nunique().tolist() == [10, 10, 10]
+    # A table of other candidates cannot join: one line naming it, exit 2.
+    assert main(["--model=SASRec", *arguments[:-1], "--seed=5"]) == 0
+    other = newest_table(tiny_overrides)
+    capsys.readouterr()
+    code = main(["--model=RandomRank", f"--add_to={tables[0]},{other}", *arguments])
+    error = capsys.readouterr().err
+    assert code == 2 and str(other) in error and len(error.strip().splitlines()) == 1
+
+
 def test_an_interrupted_comparison_keeps_its_finished_rows(tiny_overrides, monkeypatch):
     from recbole_trsr import runner
 

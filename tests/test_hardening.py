@@ -342,6 +342,19 @@ def test_without_bars_long_work_logs_its_progress(tiny_llm_overrides, monkeypatc
         assert any(line.startswith(what) and "/s, " in line and "ETA" in line for line in lines), what
 
 
+def test_precomputing_summaries_logs_its_progress(capsys, tiny_llm_overrides, monkeypatch):  # 25
+    from recbole_trsr import progress
+    from recbole_trsr.cli import main
+
+    monkeypatch.setattr(progress.ProgressLog.__init__, "__defaults__", ("", 0.0, True))  # a line per step
+    arguments = as_arguments({**tiny_llm_overrides, "show_progress": "False", "state": "INFO"})
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments, "--precompute_summaries"]) == 0
+    output = capsys.readouterr()
+    lines = (output.out + output.err).splitlines()
+    assert any("hierarchical summaries: " in line and "ETA" in line for line in lines)
+    assert "hierarchical summaries of tiny for" in output.out  # the report
+
+
 def test_show_user_loads_the_model_once(capsys, tiny_llm_overrides, monkeypatch):  # 25
     from recbole_trsr.cli import main
     from recbole_trsr.model import llmtrsr

@@ -20,6 +20,9 @@ def summary_dataset(config) -> LLMTRSRDataset:
 
 def precompute(config) -> str:
     """Make (or find in the store) every summary the run needs; train nothing. Returns a report."""
+    from recbole_trsr.runner import start_model_logger
+
+    start_model_logger(config)  # minutes of generation log their progress, as a training run does
     dataset = summary_dataset(config)
     dataset.build()
     stats = dataset.summary_stats
