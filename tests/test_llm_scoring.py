@@ -101,13 +101,33 @@ def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, shared_prefix_a
         assert torch.isfinite(scores).all()
         if suffixes:
             assert (scores - alone).abs().max().item() <= 1e-4
-    # With gradients on (training), attention takes its explicit path; the answers are the same.
+    # With gradients on (training), the passes take the model's own attention with masks; the answers are the same.
     active = [request for request in requests if request[1]]
     with torch.enable_grad():
         states = scorer.answer_states([prefix for prefix, _ in active], [suffixes for _, suffixes in active])
     expected = torch.cat([scores for scores in batched if len(scores)])
     assert (scorer.answer_probability(states).detach() - expected).abs().max().item() <= 1e-4
     assert model.config._attn_implementation == "sdpa"  # the model's own attention is back
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_explicit_attention_equals_the_fused_kernel(causal):
+    # The explicit scores serve devices without the CPU kernel (and so are not reached by scoring on a CPU).
+    from recbole_trsr.llm.shared_prefix_attention import attention_with_lse
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 6, 5, 16, generator=generator)
+    key, value = torch.randn(2, 2, 2, 7, 16, generator=generator)  # grouped-query: 3 query heads per key head
+    mask = torch.zeros(2, 1, 1, 7).masked_fill(torch.rand(2, 1, 1, 7, generator=generator) < 0.3, float("-inf"))
+    mask[..., 0] = 0.0
+    if causal:
+        key, value, mask = key[:, :, :5], value[:, :, :5], None
+    with torch.no_grad():
+        fused = attention_with_lse(query, key, value, 0.25, mask=mask, causal=causal)
+    with torch.enable_grad():
+        explicit = attention_with_lse(query, key, value, 0.25, mask=mask, causal=causal)
+    for got, expected in zip(explicit, fused, strict=True):
+        assert torch.allclose(got.detach(), expected, atol=1e-5)
 
 
 def test_a_model_that_caps_attention_logits_scores_through_its_own_attention(tiny_lm, monkeypatch):

@@ -207,6 +207,16 @@ class YesNoScorer:
             self.kept_opening = Opening(opening, weights, copy.deepcopy(cache))
         return common, cache
 
+    def lse_attention(self) -> bool:
+        """Whether the passes attend in parts merged through their log-sum-exps (``shared_prefix_attention``).
+
+        Only without gradients: with them (training) the model's own attention runs with masks, since PyTorch's
+        fused kernel then saves no attention weights and recomputes them in backward. Merging parts needs the
+        log-sum-exp's gradient, which that kernel lacks, and explicit weights for a ~600-token prefix took about
+        half of a training pass's activation memory.
+        """
+        return self.shared_prefix_attention and not torch.is_grad_enabled()
+
     def encode_prefixes(self, prefixes: list[list[int]]):
         """(KV cache, attention mask, lengths) of the prefixes, right-padded to one width.
 
@@ -222,7 +232,7 @@ class YesNoScorer:
         tokens, lengths, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device)
         mask = torch.cat([own_mask.new_ones(len(prefixes), common), own_mask], dim=1)
         positions = common + torch.arange(tokens.shape[1], device=device).expand_as(tokens)
-        if self.shared_prefix_attention:  # the opening, then causally the own part: no dense mask
+        if self.lse_attention():  # the opening, then causally the own part: no dense mask
             with attention_implementation(backbone.config, SHARED_PREFIX_ATTENTION):
                 cache = backbone(
                     input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True, opening=common
@@ -242,7 +252,7 @@ class YesNoScorer:
         inference mode, so training shares the prefix of a positive and its negatives too.
         """
         cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
-        if self.shared_prefix_attention:
+        if self.lse_attention():
             return self._suffix_states(cache, prefix_mask, prefix_lengths, suffix_lists)
         return self._suffix_states_masked(cache, prefix_mask, prefix_lengths, suffix_lists)
 

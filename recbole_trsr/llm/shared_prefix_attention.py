@@ -83,8 +83,9 @@ def attention_with_lse(query, key, value, scale: float, mask=None, causal: bool 
 
     Keys and values may have fewer heads than the queries (grouped-query attention: query head h reads key
     head h // group). For inference on a CPU, PyTorch's fused flash kernel gives both results and takes
-    grouped heads as they are (the public ``scaled_dot_product_attention`` drops the log-sum-exp). Elsewhere,
-    and whenever gradients are wanted (the kernel's log-sum-exp has none), the scores are made explicitly.
+    grouped heads as they are (the public ``scaled_dot_product_attention`` drops the log-sum-exp). Elsewhere
+    the scores are made explicitly. Training does not come here (``YesNoScorer.lse_attention``): the kernel's
+    log-sum-exp has no gradient, and explicit weights would be kept for backward.
     """
     fused = query.device.type == "cpu" and query.dtype in (torch.float32, torch.bfloat16)
     if fused and not torch.is_grad_enabled():
