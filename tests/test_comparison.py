@@ -117,7 +117,9 @@ def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
 
 
 def newest_table(overrides: dict) -> Path:
-    return max(Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime_ns)
+    return max(
+        Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime_ns
+    )
 
 
 def test_comparisons_run_apart_join_into_one_table(capsys, tiny_overrides):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.llm.scoring import YesNoScorer, resolve_verbalizer
+from recbole_trsr.llm.scoring import CACHE, YesNoScorer, resolve_verbalizer
 
 PREFIX = (
     "Given a preference summary of the user, and information related to the historical items the user has "
@@ -130,6 +130,24 @@ def test_explicit_attention_equals_the_fused_kernel(causal):
         assert torch.allclose(got.detach(), expected, atol=1e-5)
 
 
+def test_scoring_and_training_passes_log_no_deprecation(tiny_lm, monkeypatch):
+    """Every LLMTRSR run scored through a cache argument that transformers deprecates (and will remove)."""
+    import logging
+
+    warned = []
+    monkeypatch.setattr(logging.Logger, "warning_once", lambda self, *args, **kwargs: warned.append(str(args)))
+    model, tokenizer = tiny_lm
+    scorer = YesNoScorer(model, tokenizer)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    requests = [(encode(PREFIX), [encode(text) for text in CANDIDATES[:2]])]
+    for shared_prefix_attention in (True, False):
+        scorer.shared_prefix_attention = shared_prefix_attention
+        scorer.score_batch(requests)
+        with torch.enable_grad():
+            scorer.answer_states([requests[0][0]], [requests[0][1]])
+    assert not [message for message in warned if "deprecated" in message]
+
+
 def test_a_model_that_caps_attention_logits_scores_through_its_own_attention(tiny_lm, monkeypatch):
     model, tokenizer = tiny_lm
     monkeypatch.setattr(model.config, "attn_logit_softcapping", 30.0, raising=False)
@@ -174,7 +192,7 @@ def opening_runs(scorer, monkeypatch) -> list:
     forward = backbone.forward
 
     def spy(*args, **kwargs):
-        if kwargs.get("use_cache") and kwargs.get("past_key_values") is None and len(kwargs["input_ids"]) == 1:
+        if kwargs.get("use_cache") and kwargs.get(CACHE) is None and len(kwargs["input_ids"]) == 1:
             runs.append(kwargs["input_ids"].shape[1])
         return forward(*args, **kwargs)
 

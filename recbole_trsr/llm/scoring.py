@@ -12,10 +12,11 @@ the output embedding.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.shared_prefix_attention import (
@@ -24,6 +25,10 @@ from recbole_trsr.llm.shared_prefix_attention import (
     attention_implementation,
     supports_shared_prefix_attention,
 )
+
+# transformers 5.2x renamed the KV cache argument and output field from past_key_values to cache; the old name
+# logs a deprecation warning on every run and goes away in 5.40.
+CACHE = "cache" if "cache" in {field.name for field in fields(BaseModelOutputWithPast)} else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -201,8 +206,8 @@ class YesNoScorer:
         if not common:
             return 0, None
         opening = prefixes[0][:common]
-        cache = self.backbone()(input_ids=torch.tensor([opening], device=self.device), use_cache=True)
-        cache = cache.past_key_values
+        output = self.backbone()(input_ids=torch.tensor([opening], device=self.device), use_cache=True)
+        cache = getattr(output, CACHE)
         if keep:
             self.kept_opening = Opening(opening, weights, copy.deepcopy(cache))
         return common, cache
@@ -234,13 +239,14 @@ class YesNoScorer:
         positions = common + torch.arange(tokens.shape[1], device=device).expand_as(tokens)
         if self.lse_attention():  # the opening, then causally the own part: no dense mask
             with attention_implementation(backbone.config, SHARED_PREFIX_ATTENTION):
-                cache = backbone(
-                    input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True, opening=common
-                ).past_key_values
+                output = backbone(
+                    input_ids=tokens, position_ids=positions, use_cache=True, opening=common, **{CACHE: cache}
+                )
         else:
-            cache = backbone(
-                input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-            ).past_key_values
+            output = backbone(
+                input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{CACHE: cache}
+            )
+        cache = getattr(output, CACHE)
         return cache, mask, common + lengths
 
     def answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
@@ -312,7 +318,7 @@ class YesNoScorer:
             block = allowed[row, 0, start:end, prefix_width + start : prefix_width + end]
             block.copy_(torch.ones_like(block).tril())
         hidden = backbone(
-            input_ids=tokens, attention_mask=allowed, position_ids=positions, past_key_values=cache
+            input_ids=tokens, attention_mask=allowed, position_ids=positions, **{CACHE: cache}
         ).last_hidden_state
         return hidden[[row for row, _, _ in spans], [end - 1 for _, _, end in spans]]
 
