@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
+from recbole_trsr.summary.share import processes
 
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 LITERAL_OPENERS = ("[", "{", "(")
@@ -57,6 +59,11 @@ def check_config_files(files: list[str]) -> None:
             raise UserInputError(f"config file '{file}' is not valid YAML{where}") from None
         if content is not None and not isinstance(content, dict):
             raise UserInputError(f"config file '{file}' must hold key: value pairs")
+
+
+def share_config(model: str, dataset: str, config_files: list, overrides: dict, local_rank: int):
+    """The config of one process of ``--precompute_summaries --nproc=N`` (made in that process)."""
+    return build_config(model, dataset, config_files, {**overrides, "summary_local_rank": str(local_rank)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +121,13 @@ def run(args, rest: list[str]) -> int:
     if args.precompute_summaries or args.show_user:
         for model in models:
             config = build_config(model, args.dataset, config_files, overrides)
-            report = commands.show_user(config, args.show_user) if args.show_user else commands.precompute(config)
+            if args.show_user:
+                report = commands.show_user(config, args.show_user)
+            elif processes(config)[0] > 1:
+                build = functools.partial(share_config, model, args.dataset, config_files, overrides)
+                report = commands.precompute_in_processes(config, build)
+            else:
+                report = commands.precompute(config)
             print(report)
         return 0
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []

@@ -25,6 +25,7 @@ from recbole_trsr.model_list import model_variant
 from recbole_trsr.per_user import PerUserMetrics
 from recbole_trsr.registry import get_model_class, plugin_model_names
 from recbole_trsr.subset import apply_user_subset
+from recbole_trsr.summary.share import processes
 from recbole_trsr.user_budget import check_user_budgets, restrict_evaluation
 
 RANDOM_BASELINE = "RandomRank"
@@ -191,6 +192,12 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None, on_r
     if RANDOM_BASELINE not in names:
         names.append(RANDOM_BASELINE)
     entries = [(name, build_config(name, dataset, config_files, overrides)) for name in names]
+    for _, config in entries:
+        if processes(config)[1] > 1:
+            raise UserInputError(
+                "nproc/world_size: several processes run --precompute_summaries only, so far; training and "
+                "testing run in one process (leave out --nproc and --world_size)"
+            )
     retrievers = {retriever_needed(config) for _, config in entries} - {None}
     for retriever in retrievers:
         if retriever not in names:  # only the plain retriever: a variant is another model

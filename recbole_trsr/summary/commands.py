@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
+import torch
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset
-from recbole_trsr.summary.factory import store_path
+from recbole_trsr.summary.factory import open_store, store_path
+from recbole_trsr.summary.share import SummaryShare, processes
 
 
 def summary_dataset(config) -> LLMTRSRDataset:
@@ -28,12 +33,73 @@ def precompute(config) -> str:
     stats = dataset.summary_stats
     if stats is None:
         return "summary_mode is none: no summaries to make"
+    share = SummaryShare.from_config(config)
+    made_by_others = f", {stats.from_others} made by the other processes" if share.ranks > 1 else ""
     return (
         f"{config['summary_mode']} summaries of {config['dataset']} for {len(stats.users)} users: "
-        f"{stats.calls} LLM calls, {stats.reused} reused, {stats.calls_per_user():.2f} calls per user, "
+        f"{stats.calls} LLM calls, {stats.reused} reused{made_by_others}, "
+        f"{stats.calls_per_user():.2f} calls per user, "
         f"{stats.new_tokens} tokens generated ({stats.new_tokens / max(stats.seconds, 1e-9):.1f} tokens/s), "
         f"{stats.empty} empty, {stats.seconds:.1f} s; store: {store_path(config)}"
     )
+
+
+def precompute_share(build, local_rank: int, threads: int, results) -> None:
+    """One process of ``precompute_in_processes``: its share of the summaries; its report or error to the parent."""
+    torch.set_num_threads(threads)
+    try:
+        report = precompute(build(local_rank))
+    except UserInputError as error:
+        results.put((local_rank, False, str(error)))
+        raise SystemExit(2) from None
+    results.put((local_rank, True, report))
+
+
+def precompute_in_processes(config, build) -> str:
+    """``--precompute_summaries`` in ``nproc`` processes on this machine, each with an equal share of the
+    threads, all writing to one store. ``build(local_rank)`` makes a process's config. A process that fails
+    or dies stops the others at once, with one error that names it."""
+    nproc, world_size, offset = processes(config)
+    open_store(config).close()  # created (and checked) once, not by processes racing to do it
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or SQLite handles
+    results = context.SimpleQueue()
+    threads = max(1, torch.get_num_threads() // nproc)
+    workers = [
+        context.Process(target=precompute_share, args=(build, rank, threads, results), daemon=True)
+        for rank in range(nproc)
+    ]
+    for worker in workers:
+        worker.start()
+    reports, errors = {}, {}
+    try:
+        while len(reports) < nproc:
+            while not results.empty():
+                rank, ok, text = results.get()
+                (reports if ok else errors)[rank] = text
+            failed = [rank for rank, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
+            while failed and not results.empty():  # a process that failed said why before it exited
+                rank, ok, text = results.get()
+                (reports if ok else errors)[rank] = text
+            if errors or failed:
+                rank = min(errors) if errors else failed[0]
+                reason = errors.get(rank) or f"ended with exit status {workers[rank].exitcode}"
+                raise UserInputError(
+                    f"summary process {offset + rank} of {world_size}: {reason}; the other processes were stopped "
+                    f"and every summary made so far is kept in {store_path(config)}"
+                )
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    lines = [f"process {offset + rank} of {world_size}: {reports[rank]}" for rank in sorted(reports)]
+    store = open_store(config)
+    try:
+        lines.append(f"{store.path} holds {len(store)} summaries")
+    finally:
+        store.close()
+    return "\n".join(lines)
 
 
 def show_user(config, token: str) -> str:

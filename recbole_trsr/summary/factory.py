@@ -9,6 +9,7 @@ from recbole_trsr.llm.generation import GenerationSettings
 from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
 from recbole_trsr.summary.prompts import SummaryPrompts
+from recbole_trsr.summary.share import SummaryShare
 from recbole_trsr.summary.store import SummaryStore
 from recbole_trsr.summary.summarizer import Summarizer
 
@@ -39,6 +40,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
         prompts=summary_prompts(config),
         progress=config["show_progress"],
         always_merge=bool(config["summary_always_merge"]),
+        share=SummaryShare.from_config(config),
     )
 
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x54525352  # "TRSR": marks an SQLite file as this store
 SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 60  # how long a process waits for another's lock on the store
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summaries (
     key TEXT PRIMARY KEY,
@@ -58,6 +59,8 @@ class SummaryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.connection = self._open()
+        except sqlite3.OperationalError as error:  # locked or unreachable: not damage, so nothing is moved aside
+            raise UserInputError(f"summary store {self.path} cannot be opened ({error})") from None
         except (sqlite3.DatabaseError, ValueError) as error:
             if not rebuild:
                 raise UserInputError(f"summary store {self.path} is unreadable ({error}); move it away") from None
@@ -67,8 +70,11 @@ class SummaryStore:
             self.connection = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path)
+        # Several processes may open (and create) one store at once: each waits for the others' locks, and the
+        # check-and-create below runs in one write transaction, so that no process sees a half-made store.
+        connection = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)
         try:
+            connection.execute("BEGIN IMMEDIATE")
             application_id = connection.execute("PRAGMA application_id").fetchone()[0]
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if application_id == 0 and not tables:  # a new file
@@ -82,9 +88,9 @@ class SummaryStore:
                 problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
                 if problems != ["ok"]:
                     raise ValueError(f"damaged: {problems[0]}")
-            connection.execute("PRAGMA journal_mode = WAL")  # readers and a killed writer leave it intact
             connection.execute(SCHEMA)
             connection.commit()
+            connection.execute("PRAGMA journal_mode = WAL")  # readers and a killed writer leave it intact
         except BaseException:
             connection.close()
             raise

@@ -17,13 +17,17 @@ from recbole_trsr.errors import UserInputError
 from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.blocks import block_items
 from recbole_trsr.summary.prompts import SummaryPrompts
+from recbole_trsr.summary.share import SummaryShare
 from recbole_trsr.summary.store import StoredSummary, SummaryStore, summary_key
+
+POLL_S = 0.5  # how often a process looks for the summaries that other processes make
 
 
 @dataclass
 class SummaryStats:
     calls: int = 0  # LLM calls made in this run
     reused: int = 0  # summaries found in the store
+    from_others: int = 0  # summaries that other processes of a --nproc run made while this one waited
     prompt_tokens: int = 0
     new_tokens: int = 0
     empty: int = 0  # generations that came back empty (stored as empty)
@@ -31,7 +35,7 @@ class SummaryStats:
     users: set = field(default_factory=set)
 
     def calls_per_user(self) -> float:
-        return (self.calls + self.reused) / max(len(self.users), 1)
+        return (self.calls + self.reused + self.from_others) / max(len(self.users), 1)
 
 
 class Summarizer:
@@ -43,6 +47,7 @@ class Summarizer:
         store: the SummaryStore results go to.
         item_text: the text of an item, by item token.
         mode: "hierarchical" or "recurrent".
+        share: which summaries this process makes when several fill the store (default: all of them).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class Summarizer:
         chunk_size: int | None = None,
         progress: bool = True,
         always_merge: bool = False,
+        share: SummaryShare | None = None,
     ):
         if mode not in ("hierarchical", "recurrent"):
             raise ValueError(f"summary_mode '{mode}' does not summarize")
@@ -72,6 +78,7 @@ class Summarizer:
         self.chunk_size = chunk_size or getattr(settings, "batch_size", None) or 16
         self.progress = progress
         self.always_merge = always_merge  # the paper's code merges a single block's summary too
+        self.share = share or SummaryShare()
         self.stats = SummaryStats()
 
     def block_texts(self, history: Sequence[str], block: int) -> list[str]:
@@ -146,6 +153,8 @@ class Summarizer:
         self.log.total += len(missing)
         self.stats.reused += len(set(keys.values())) - len(missing)
         pending = sorted(missing.items(), key=lambda item: len(item[1]))  # similar lengths batch together
+        theirs = {key for key, _ in pending if not self.share.owns(key)}
+        pending = [(key, prompt) for key, prompt in pending if key not in theirs]
         while pending:
             # Another process may have made some of these meanwhile: read the store again before each batch.
             done = self.store.get_many(key for key, _ in pending[: 4 * self.chunk_size])
@@ -181,4 +190,27 @@ class Summarizer:
                 calls=self.stats.calls,
                 tokens_per_s=f"{self.stats.new_tokens / elapsed:.1f}",
             )
+        self._wait_for(theirs, stored, bar)
         return {node: stored[key].text for node, key in keys.items()}
+
+    def _wait_for(self, keys: set, stored: dict, bar) -> None:
+        """The other processes' summaries of this level, read from the store as they commit them."""
+        last_arrival = time.monotonic()
+        while keys:
+            done = self.store.get_many(keys)
+            if done:
+                stored.update(done)
+                keys -= done.keys()
+                self.stats.from_others += len(done)
+                bar.update(len(done))
+                self.log.update(len(done))
+                last_arrival = time.monotonic()
+                continue
+            if time.monotonic() - last_arrival > self.share.timeout_s:
+                silent = sorted({self.share.owner(key) for key in keys})
+                raise UserInputError(
+                    f"process {', '.join(map(str, silent))} of {self.share.ranks} made none of its "
+                    f"{len(keys)} remaining summaries in {self.share.timeout_s:g} s (summary_share_timeout); "
+                    f"the summaries made so far are kept in {self.store.path}"
+                )
+            time.sleep(POLL_S)
