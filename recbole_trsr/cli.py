@@ -62,8 +62,10 @@ def check_config_files(files: list[str]) -> None:
 
 
 def share_config(model: str, dataset: str, config_files: list, overrides: dict, local_rank: int):
-    """The config of one process of ``--precompute_summaries --nproc=N`` (made in that process)."""
-    return build_config(model, dataset, config_files, {**overrides, "summary_local_rank": str(local_rank)})
+    """The config of one process of ``--precompute_summaries --nproc=N`` (made in that process). As in RecBole's
+    DDP, only the first process shows progress; the others log errors only."""
+    quiet = {"show_progress": "False", "state": "ERROR"} if local_rank else {}
+    return build_config(model, dataset, config_files, {**overrides, **quiet, "summary_local_rank": str(local_rank)})
 
 
 def build_parser() -> argparse.ArgumentParser:
