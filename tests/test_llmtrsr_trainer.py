@@ -165,7 +165,8 @@ def test_passes_of_fewer_examples_give_the_batchs_gradient(overrides):
         trainer.model.zero_grad()
         parts = list(trainer.passes(batch))
         assert sum(share for _, share in parts) == pytest.approx(1.0)
-        assert len(parts) == (1 if limit is None else -(-len(batch) // 2 // limit))  # a positive and its negative
+        prefixes = len(batch) // (1 + trainer.config["train_neg_sample_args"]["sample_num"])  # a positive, negatives
+        assert len(parts) == (1 if limit is None else -(-prefixes // limit))
         for part, share in parts:
             (trainer.model.calculate_loss(part) * share).backward()
         gradients.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
