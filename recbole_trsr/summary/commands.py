@@ -73,11 +73,9 @@ def precompute_in_processes(config, build) -> str:
     reports, errors = {}, {}
     try:
         while len(reports) < nproc:
-            while not results.empty():
-                rank, ok, text = results.get()
-                (reports if ok else errors)[rank] = text
+            # exit codes first: a process that failed said why before it exited, so its message is read below
             failed = [rank for rank, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
-            while failed and not results.empty():  # a process that failed said why before it exited
+            while not results.empty():
                 rank, ok, text = results.get()
                 (reports if ok else errors)[rank] = text
             if errors or failed:

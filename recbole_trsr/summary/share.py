@@ -28,7 +28,7 @@ class SummaryShare:
 
     @classmethod
     def from_config(cls, config) -> SummaryShare:
-        nproc, world_size, offset = processes(config)
+        _, world_size, offset = processes(config)
         return cls(
             rank=offset + int(config["summary_local_rank"] or 0),
             ranks=world_size,
