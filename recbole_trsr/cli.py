@@ -10,10 +10,12 @@ import sys
 
 import yaml
 
+from recbole_trsr import distributed
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
 from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
+from recbole_trsr.processes import run_processes
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
 from recbole_trsr.summary.share import processes
@@ -63,9 +65,8 @@ def check_config_files(files: list[str]) -> None:
 
 def share_config(model: str, dataset: str, config_files: list, overrides: dict, local_rank: int):
     """The config of one process of ``--precompute_summaries --nproc=N`` (made in that process). As in RecBole's
-    DDP, only the first process shows progress; the others log errors only."""
-    quiet = {"show_progress": "False", "state": "ERROR"} if local_rank else {}
-    return build_config(model, dataset, config_files, {**overrides, **quiet, "summary_local_rank": str(local_rank)})
+    DDP, only the first process shows progress; the others log errors only (TRSRConfig._init_device)."""
+    return build_config(model, dataset, config_files, {**overrides, "local_rank": str(local_rank)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +134,39 @@ def run(args, rest: list[str]) -> int:
             print(report)
         return 0
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
+    nproc, world_size, offset = processes(build_config(models[0], args.dataset, config_files, overrides))
+    if world_size == 1:
+        print(compare(args, models, config_files, overrides, earlier))
+        return 0
+    if offset == 0:
+        distributed.check_port_free(build_config(models[0], args.dataset, config_files, overrides))
+    work = functools.partial(compare_as_rank, args, models, config_files, overrides, earlier)
+    reports = run_processes(work, nproc, offset, world_size, "rank", debug=args.debug)
+    if offset == 0:
+        print(reports[0])
+    return 0
+
+
+def compare_as_rank(args, models: list, config_files: list, overrides: dict, earlier: list, local_rank: int) -> str:
+    """One process of a comparison on several: it joins the group, runs every model with the others, and (rank 0)
+    writes the table."""
+    overrides = {**overrides, "local_rank": str(local_rank)}
+    distributed.join(build_config(models[0], args.dataset, config_files, overrides), local_rank)
+    try:
+        return compare(args, models, config_files, overrides, earlier)
+    finally:
+        distributed.leave()
+
+
+def compare(args, models: list, config_files: list, overrides: dict, earlier: list) -> str:
+    """Run the comparison; the table and where it was written, as printed (empty on ranks other than 0)."""
     written = {}
+    first = distributed.current().first
 
     def write(runs):
         """Rewrite the comparison as each model finishes, so that an interrupted run keeps its finished rows."""
+        if not first:
+            return
         config = runs[0].config
         if not written:
             written["to"] = Comparison.start(config["output_dir"], args.dataset)
@@ -148,6 +178,6 @@ def run(args, rest: list[str]) -> int:
         written["markdown"] = written["to"].write(rows, comparison_settings(config), title)
 
     run_comparison(models, args.dataset, config_files, overrides, on_run=write)
-    print(written["markdown"])
-    print("\nwritten to " + ", ".join(written["to"].paths.values()))
-    return 0
+    if not first:
+        return ""
+    return written["markdown"] + "\n\nwritten to " + ", ".join(written["to"].paths.values())

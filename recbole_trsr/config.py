@@ -159,6 +159,29 @@ class TRSRConfig(Config):
             merge_layer(merged, layer)
         self.external_config_dict = merged
 
+    def _init_device(self):
+        """RecBole joins an NCCL group here when ``local_rank`` is set, once per config. The processes of
+        ``--nproc`` set it, but join their group once each (distributed.join, gloo on the CPU), so this only
+        places the process on its device. Data and trainers run as one process would (``single_spec``); the
+        ranks split the work in distributed_trainer."""
+        final = self.final_config_dict
+        if "local_rank" not in final:
+            return super()._init_device()
+        final["gpu_id"] = (
+            ",".join(map(str, final["gpu_id"])) if isinstance(final["gpu_id"], tuple) else str(final["gpu_id"])
+        )
+        import torch
+
+        local_rank = int(final["local_rank"])
+        if final["gpu_id"] and torch.cuda.is_available():
+            final["device"] = torch.device("cuda", local_rank)
+            torch.cuda.set_device(local_rank)
+        else:
+            final["device"] = torch.device("cpu")
+        final["single_spec"] = True
+        if local_rank != 0 or int(final["offset"] or 0) != 0:  # as RecBole: the first process reports
+            final["state"], final["show_progress"], final["verbose"] = "error", False, False
+
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
         check_eval_args(final.get("eval_args"))

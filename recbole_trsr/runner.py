@@ -13,10 +13,12 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import get_trainer, init_logger, init_seed
 
+from recbole_trsr import distributed
 from recbole_trsr.candidates import CandidateLog
 from recbole_trsr.comparison import Row, comparison_settings
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
+from recbole_trsr.distributed_trainer import split_across_ranks
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.memory import PeakMemory
 from recbole_trsr.model.adapter_checkpoint import LAST, check_resume_folder, load_trainer_state
@@ -132,7 +134,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         logger.debug(model)
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer = split_across_ranks(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
 
         started = time.perf_counter()
         _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
@@ -169,7 +171,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         config=config,
         train_users=train_users,
         train_examples=train_examples,
-        per_user=per_user.frame(trainer.evaluator),
+        per_user=per_user.frame(trainer.evaluator) if distributed.current().first else None,  # rank 0 collects
     )
 
 
@@ -193,10 +195,10 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None, on_r
         names.append(RANDOM_BASELINE)
     entries = [(name, build_config(name, dataset, config_files, overrides)) for name in names]
     for _, config in entries:
-        if processes(config)[1] > 1:
+        if processes(config)[1] != distributed.current().size:
             raise UserInputError(
-                "nproc/world_size: several processes run --precompute_summaries only, so far; training and "
-                "testing run in one process (leave out --nproc and --world_size)"
+                f"world_size {processes(config)[1]}: this process is not one of that many ranks; "
+                "run_recbole_trsr.py --nproc=N starts them"
             )
     retrievers = {retriever_needed(config) for _, config in entries} - {None}
     for retriever in retrievers:

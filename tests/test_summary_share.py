@@ -125,7 +125,6 @@ def test_a_process_that_dies_ends_the_run_naming_it(tiny_llm_overrides):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (["--nproc=2"], "several processes run --precompute_summaries only"),
         (["--nproc=0", "--precompute_summaries"], "nproc must be 1 or more, not 0"),
         (["--nproc=2", "--offset=3", "--world_size=4", "--precompute_summaries"], "offset 3 with nproc 2 does not fit"),
         (["--nproc=two", "--precompute_summaries"], "nproc must be a whole number, not 'two'"),

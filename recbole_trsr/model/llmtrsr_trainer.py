@@ -7,6 +7,7 @@ and changes what is saved (see adapter_checkpoint) and how an epoch runs.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_trsr import distributed
 from recbole_trsr.config import positive_count
+from recbole_trsr.distributed_trainer import instance_attribute
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.progress import ProgressLog
@@ -24,8 +27,11 @@ from recbole_trsr.summary.dataset import HISTORY_END
 
 
 class LLMTRSRTrainer(Trainer):
+    splits_batches = True  # on several ranks, each takes whole examples of a batch (see passes)
+
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.ranks = distributed.current()
         self.accumulation = (
             1 if config["gradient_accumulation_steps"] is None else config["gradient_accumulation_steps"]
         )
@@ -71,6 +77,8 @@ class LLMTRSRTrainer(Trainer):
             self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
 
     def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float) -> None:
+        if not self.ranks.first:
+            return  # the ranks hold the same adapter and optimizer state: one copy is written
         state = {
             "epoch": epoch,
             "batches_done": batches_done,
@@ -117,14 +125,11 @@ class LLMTRSRTrainer(Trainer):
             log.update()
             return scores
 
-        self.model.predict = logged_predict
-        try:
+        with instance_attribute(self.model, "predict", logged_predict):
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-        finally:
-            del self.model.predict  # the class's method again
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if saved:
+        if saved and self.ranks.first:
             checkpoint.write_config(self.folder, self.config)  # once: every save of this run shares it
 
         def after_validation(epoch_idx, valid_score):
@@ -140,9 +145,9 @@ class LLMTRSRTrainer(Trainer):
     def passes(self, interaction):
         """The batch as forward/backward passes of at most ``train_examples_per_pass`` examples (a prompt prefix
         with its positive and negatives), each with its share of the batch's rows. Activations, and so memory,
-        grow with the tokens of one pass; the gradient is the batch's (exactly, for the answer-token loss)."""
-        limit = self.examples_per_pass
-        if not limit:
+        grow with the tokens of one pass; the gradient is the batch's (exactly, for the answer-token loss).
+        On several ranks, this rank's contiguous share of the examples, weighted for DDP's average."""
+        if not self.examples_per_pass and self.ranks.size == 1:
             yield interaction, 1.0
             return
         examples: dict[tuple[int, int], list[int]] = {}
@@ -151,9 +156,17 @@ class LLMTRSRTrainer(Trainer):
         for row, key in enumerate(zip(users, ends, strict=True)):
             examples.setdefault(key, []).append(row)
         groups = list(examples.values())
+        mine = self.ranks.share(len(groups))
+        groups = groups[mine.start : mine.stop]
+        limit = self.examples_per_pass or max(len(groups), 1)
         for start in range(0, len(groups), limit):
             rows = [row for group in groups[start : start + limit] for row in group]
-            yield interaction[torch.tensor(rows)], len(rows) / len(interaction)
+            yield interaction[torch.tensor(rows)], len(rows) * self.ranks.size / len(interaction)
+
+    @contextlib.contextmanager
+    def gradient_average(self, now: bool = True):
+        """One process: nothing to average (SplitAcrossRanks averages over ranks); yields a term for the loss."""
+        yield 0.0
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
@@ -184,14 +197,20 @@ class LLMTRSRTrainer(Trainer):
                 if cuda_rng and torch.cuda.is_available():
                     torch.cuda.set_rng_state_all(cuda_rng)
             batch_loss = 0.0
-            for part, share in self.passes(interaction):
-                loss = loss_func(part.to(self.device))
-                self._check_nan(loss)
-                (loss * share / self.accumulation).backward()
+            step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
+            parts = list(self.passes(interaction))
+            for index, (part, share) in enumerate(parts):
+                with self.gradient_average(now=step_now and index == len(parts) - 1) as touch_all:
+                    loss = loss_func(part.to(self.device))
+                    self._check_nan(loss)
+                    (loss * share / self.accumulation + touch_all).backward()
                 batch_loss += loss.item() * share
+            if step_now and not parts:  # this rank has no example in the batch, but the others wait for its part
+                with self.gradient_average(now=True) as touch_all:
+                    touch_all.backward()
             total_loss += batch_loss
             log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
-            if (batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data):
+            if not step_now:
                 continue
             if self.clip_grad_norm:
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)

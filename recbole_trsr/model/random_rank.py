@@ -36,6 +36,8 @@ class RandomRank(SequentialRecommender):
 class RandomRankTrainer(Trainer):
     """Nothing to learn: ``fit`` trains no epoch and ``evaluate`` never looks for a checkpoint."""
 
+    splits_evaluation = False  # on several ranks each scores every batch: the scores follow one generator
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         return self.best_valid_score, self.best_valid_result
 

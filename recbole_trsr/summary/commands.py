@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import time
+import functools
 
-import torch
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.processes import run_processes
 from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset
 from recbole_trsr.summary.factory import open_store, store_path
 from recbole_trsr.summary.share import SummaryShare, processes
@@ -44,53 +43,23 @@ def precompute(config) -> str:
     )
 
 
-def precompute_share(build, local_rank: int, threads: int, results) -> None:
-    """One process of ``precompute_in_processes``: its share of the summaries; its report or error to the parent."""
-    torch.set_num_threads(threads)
-    try:
-        report = precompute(build(local_rank))
-    except UserInputError as error:
-        results.put((local_rank, False, str(error)))
-        raise SystemExit(2) from None
-    results.put((local_rank, True, report))
+def precompute_share(build, local_rank: int) -> str:
+    """One process of ``precompute_in_processes``: its share of the summaries."""
+    return precompute(build(local_rank))
 
 
 def precompute_in_processes(config, build) -> str:
-    """``--precompute_summaries`` in ``nproc`` processes on this machine, each with an equal share of the
-    threads, all writing to one store. ``build(local_rank)`` makes a process's config. A process that fails
-    or dies stops the others at once, with one error that names it."""
+    """``--precompute_summaries`` in ``nproc`` processes on this machine, all writing to one store.
+    ``build(local_rank)`` makes a process's config. A process that fails or dies stops the others at once,
+    with one error that names it."""
     nproc, world_size, offset = processes(config)
     open_store(config).close()  # created (and checked) once, not by processes racing to do it
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or SQLite handles
-    results = context.SimpleQueue()
-    threads = max(1, torch.get_num_threads() // nproc)
-    workers = [
-        context.Process(target=precompute_share, args=(build, rank, threads, results), daemon=True)
-        for rank in range(nproc)
-    ]
-    for worker in workers:
-        worker.start()
-    reports, errors = {}, {}
     try:
-        while len(reports) < nproc:
-            # exit codes first: a process that failed said why before it exited, so its message is read below
-            failed = [rank for rank, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
-            while not results.empty():
-                rank, ok, text = results.get()
-                (reports if ok else errors)[rank] = text
-            if errors or failed:
-                rank = min(errors) if errors else failed[0]
-                reason = errors.get(rank) or f"ended with exit status {workers[rank].exitcode}"
-                raise UserInputError(
-                    f"summary process {offset + rank} of {world_size}: {reason}; the other processes were stopped "
-                    f"and every summary made so far is kept in {store_path(config)}"
-                )
-            time.sleep(0.2)
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
+        reports = run_processes(
+            functools.partial(precompute_share, build), nproc, offset, world_size, "summary process"
+        )
+    except UserInputError as error:
+        raise UserInputError(f"{error}; every summary made so far is kept in {store_path(config)}") from None
     lines = [f"process {offset + rank} of {world_size}: {reports[rank]}" for rank in sorted(reports)]
     store = open_store(config)
     try:

@@ -30,7 +30,7 @@ class SummaryShare:
     def from_config(cls, config) -> SummaryShare:
         _, world_size, offset = processes(config)
         return cls(
-            rank=offset + int(config["summary_local_rank"] or 0),
+            rank=offset + int(config["local_rank"] or 0),
             ranks=world_size,
             timeout_s=float(config["summary_share_timeout"] or cls.timeout_s),
         )

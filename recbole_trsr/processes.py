@@ -1,0 +1,73 @@
+"""This machine's processes of a run (``--nproc``): started, watched, and stopped together when one fails.
+
+A rank that dies mid-run leaves the others blocked in a collective until the group's timeout; watching the
+processes from here ends the run at once instead, with one line that names the rank.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import traceback
+
+import torch
+
+from recbole_trsr.errors import UserInputError
+
+GRACE_S = 2.0  # after a first error, time for a rank that died to show its exit status (it is the cause)
+
+
+def process_main(work, local_rank: int, threads: int, results, debug: bool) -> None:
+    """One process: ``work(local_rank)``'s report, or its error in one line, to the parent."""
+    torch.set_num_threads(threads)
+    try:
+        report = work(local_rank)
+    except UserInputError as error:
+        results.put((local_rank, False, str(error)))
+        raise SystemExit(2) from None
+    except Exception as error:  # noqa: BLE001 - any failure of a rank must reach the parent as one line
+        if debug:
+            traceback.print_exc()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        results.put((local_rank, False, f"{type(error).__name__}: {first_line}"))
+        raise SystemExit(1) from None
+    results.put((local_rank, True, report))
+
+
+def run_processes(work, nproc: int, offset: int, world_size: int, what: str, debug: bool = False) -> dict[int, str]:
+    """``work(local_rank)`` in ``nproc`` fresh processes, each with an equal share of the threads; their reports by
+    local rank. If one fails or dies, the others are stopped and one UserInputError names it (a rank that died
+    without a word comes first: the others' errors are then about losing it)."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or SQLite handles
+    results = context.SimpleQueue()
+    threads = max(1, torch.get_num_threads() // nproc)
+    workers = [
+        context.Process(target=process_main, args=(work, rank, threads, results, debug), daemon=True)
+        for rank in range(nproc)
+    ]
+    for worker in workers:
+        worker.start()
+    reports, errors, first_error_at = {}, {}, None
+    try:
+        while len(reports) < nproc:
+            # exit codes first: a process that failed said why before it exited, so its message is read below
+            failed = [rank for rank, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
+            while not results.empty():
+                rank, ok, text = results.get()
+                (reports if ok else errors)[rank] = text
+            silent = [rank for rank in failed if rank not in errors]
+            if errors and first_error_at is None:
+                first_error_at = time.monotonic()
+            if silent or (errors and time.monotonic() - first_error_at > GRACE_S):
+                rank = silent[0] if silent else min(errors)
+                reason = errors.get(rank) or f"ended with exit status {workers[rank].exitcode}"
+                raise UserInputError(
+                    f"{what} {offset + rank} of {world_size}: {reason}; the other processes were stopped"
+                )
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    return reports

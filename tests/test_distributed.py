@@ -1,0 +1,139 @@
+"""A comparison on several processes (--nproc, gloo on the CPU): one process's candidates and metrics, one
+checkpoint, every summary once, and a dead rank or a taken port ends the run in one line."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recbole_trsr.errors import UserInputError
+from tests.conftest import as_arguments
+
+# Dropout draws other masks when a batch is split across ranks (an equally valid draw, not the same one); without
+# it, 2 ranks compute one process's gradients, summed in another order.
+NO_DROPOUT = {"hidden_dropout_prob": "0.0", "attn_dropout_prob": "0.0", "dropout_prob": "0.0", "lora_dropout": "0.0"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def compare(capsys, overrides: dict, models: str, output: Path, *settings: str) -> pd.DataFrame:
+    """Run the command line; the per-user CSV it wrote (one row per model and user)."""
+    from recbole_trsr.cli import main
+
+    arguments = [f"--model={models}", "--dataset=tiny", *as_arguments({**overrides, "output_dir": str(output)})]
+    assert main([*arguments, *settings]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (users_csv,) = output.glob("comparison-tiny-*-users.csv")
+    return pd.read_csv(users_csv, dtype={"user": str}).sort_values(["model", "user"]).reset_index(drop=True)
+
+
+def summary_of(output: Path) -> pd.DataFrame:
+    (table,) = [path for path in output.glob("comparison-tiny-*.csv") if not path.name.endswith("-users.csv")]
+    return pd.read_csv(table).set_index("model")
+
+
+def largest_difference(one: pd.DataFrame, two: pd.DataFrame) -> float:
+    assert list(one["user"]) == list(two["user"]) and list(one["model"]) == list(two["model"])
+    metrics = [column for column in one.columns if "@" in column]
+    return (one[metrics] - two[metrics]).abs().to_numpy().max()
+
+
+def test_two_ranks_train_and_test_the_baselines_as_one_process(capsys, tiny_overrides, tmp_path):
+    overrides = {**tiny_overrides, **NO_DROPOUT, "epochs": "2"}
+    one = compare(capsys, overrides, "SASRec,GRU4Rec", tmp_path / "one")
+    two = compare(capsys, overrides, "SASRec,GRU4Rec", tmp_path / "two", "--nproc=2", f"--port={free_port()}")
+    assert largest_difference(one, two) <= 1e-6
+    assert (one["ndcg@10"] != one["ndcg@10"].iloc[0]).any()  # not a degenerate ranking that any run would match
+    first, second = summary_of(tmp_path / "one"), summary_of(tmp_path / "two")
+    assert (first["candidates"] == second["candidates"]).all()  # the same test candidates, user by user
+    # each model's checkpoint once, by rank 0, under one name
+    assert len(list((tmp_path / "saved").glob("SASRec-*.pth"))) == 2
+
+
+def test_two_ranks_train_llmtrsr_on_halves_of_each_batch(capsys, tiny_llm_overrides, tmp_path):
+    overrides = {**tiny_llm_overrides, **NO_DROPOUT, "train_examples_per_pass": "1"}
+    one = compare(capsys, {**overrides, "summary_store": str(tmp_path / "one.db")}, "LLMTRSR", tmp_path / "one")
+    runs_before = set((tmp_path / "saved").iterdir())
+    two = compare(
+        capsys,
+        {**overrides, "summary_store": str(tmp_path / "two.db")},
+        "LLMTRSR",
+        tmp_path / "two",
+        "--nproc=2",
+        f"--port={free_port()}",
+    )
+    (adapter_folder,) = set((tmp_path / "saved").iterdir()) - runs_before  # one checkpoint, written by rank 0
+    assert (adapter_folder / "best").is_dir()
+    # Each rank's examples are whole (a prompt with its positive and negatives); the batch's gradient is one
+    # process's, up to the order of float sums. On this data that leaves every metric within 1e-6; a larger model
+    # trained longer may turn such rounding into a different order of near-tied candidates.
+    assert largest_difference(one, two) <= 1e-6
+    from recbole_trsr.summary.store import SummaryStore
+
+    alone, shared = SummaryStore(tmp_path / "one.db"), SummaryStore(tmp_path / "two.db")
+    keys = lambda store: sorted(row[0] for row in store.connection.execute("SELECT key FROM summaries"))  # noqa: E731
+    assert len(alone) > 0 and keys(alone) == keys(shared)  # every summary, each once, the ranks writing one store
+
+
+def rank_that_dies(config_overrides: dict, local_rank: int) -> str:
+    """Rank 1 dies once the group has formed, as a killed process would; rank 0 then waits in a collective."""
+    from recbole_trsr import distributed
+    from recbole_trsr.runner import build_config
+
+    config = build_config("SASRec", "tiny", [], {**config_overrides, "local_rank": str(local_rank)})
+    distributed.join(config, local_rank)
+    if local_rank == 1:
+        os._exit(9)
+    distributed.barrier()
+    return "rank 0 was not stopped"
+
+
+def test_a_rank_that_dies_ends_the_run_naming_it(tiny_overrides):
+    from recbole_trsr.processes import run_processes
+
+    overrides = {**tiny_overrides, "nproc": "2", "port": str(free_port()), "ddp_timeout": "600"}
+    started = time.monotonic()
+    with pytest.raises(
+        UserInputError, match="^rank 1 of 2: ended with exit status 9; the other processes were stopped"
+    ):
+        run_processes(functools.partial(rank_that_dies, overrides), 2, 0, 2, "rank")
+    assert time.monotonic() - started < 120  # not the 600 s of the group's timeout
+
+
+def test_a_port_in_use_ends_the_run_in_one_line(capsys, tiny_overrides):
+    from recbole_trsr.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        arguments = ["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_overrides), "--nproc=2", f"--port={port}"]
+        assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"port {port} is already in use" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["--nproc=2", "--port=eighty"], "port must be a whole number, not 'eighty'"),
+        (["--nproc=2", "--port=70000"], "port must lie in 1..65535, not 70000"),
+        (["--nproc=2", "--ddp_timeout=0"], "ddp_timeout must be 1 second or more, not 0"),
+    ],
+)
+def test_bad_group_settings_end_in_one_line(capsys, tiny_overrides, settings, message):
+    from recbole_trsr.cli import main
+
+    assert main(["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_overrides), *settings]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
