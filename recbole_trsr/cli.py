@@ -151,9 +151,11 @@ def compare_as_rank(args, models: list, config_files: list, overrides: dict, ear
     """One process of a comparison on several: it joins the group, runs every model with the others, and (rank 0)
     writes the table."""
     overrides = {**overrides, "local_rank": str(local_rank)}
-    distributed.join(build_config(models[0], args.dataset, config_files, overrides), local_rank)
+    config = build_config(models[0], args.dataset, config_files, overrides)
+    distributed.join(config, local_rank)
     try:
-        return compare(args, models, config_files, overrides, earlier)
+        with distributed.collective_errors(config):
+            return compare(args, models, config_files, overrides, earlier)
     finally:
         distributed.leave()
 

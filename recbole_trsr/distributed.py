@@ -10,6 +10,7 @@ the batches (evaluation). See distributed_trainer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import socket
@@ -43,6 +44,15 @@ def current() -> Ranks:
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())
     return Ranks()
+
+
+DROPOUT_STREAM_STRIDE = 100_003
+
+
+def seed_dropout(seed: int) -> None:
+    """torch's generator, which draws dropout masks, seeded apart on each rank (rank 0: ``seed``, as one process);
+    numpy's and Python's, which draw the batches, negatives and candidates, stay alike on every rank."""
+    torch.manual_seed(seed + DROPOUT_STREAM_STRIDE * current().rank)
 
 
 def timeout_s(config) -> int:
@@ -94,6 +104,21 @@ def join(config, local_rank: int) -> Ranks:
             f"rank {offset + local_rank} could not join the group at {host}:{port}: {reason}"
         ) from None
     return current()
+
+
+@contextlib.contextmanager
+def collective_errors(config):
+    """A collective step that fails (a peer gone, or silent past ``ddp_timeout``) as one line for the parent."""
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error).strip()
+        if not isinstance(error, dist.DistError) and "gloo" not in text:
+            raise
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise UserInputError(
+            f"a collective step with the other ranks failed (ddp_timeout {timeout_s(config)} s): {reason}"
+        ) from None
 
 
 def leave() -> None:

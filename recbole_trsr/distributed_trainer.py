@@ -73,7 +73,7 @@ class SplitAcrossRanks:
         self.trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         if self.trainable:  # DDP refuses a model with nothing to train
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.distributed_model = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            self.distributed_model = DistributedDataParallel(self.model, device_ids=ids)
         # RecBole names the checkpoint by the second it was made: every rank uses rank 0's name.
         self.saved_model_file = distributed.from_first(self.saved_model_file)
 

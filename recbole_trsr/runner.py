@@ -131,7 +131,8 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         dataset = create_dataset(config)
         logger.info(dataset)
         train_data, valid_data, test_data = prepare_data(config, dataset)
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        init_seed(config["seed"], config["reproducibility"])  # every rank draws one process's batches
+        distributed.seed_dropout(config["seed"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         logger.debug(model)
         trainer = split_across_ranks(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)

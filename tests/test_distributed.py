@@ -110,6 +110,31 @@ def test_a_rank_that_dies_ends_the_run_naming_it(tiny_overrides):
     assert time.monotonic() - started < 120  # not the 600 s of the group's timeout
 
 
+def rank_that_stalls(config_overrides: dict, local_rank: int) -> str:
+    """Rank 1 stops answering (a hung process, or a machine gone from the network); rank 0 waits in a collective."""
+    from recbole_trsr import distributed
+    from recbole_trsr.runner import build_config
+
+    config = build_config("SASRec", "tiny", [], {**config_overrides, "local_rank": str(local_rank)})
+    distributed.join(config, local_rank)
+    if local_rank == 1:
+        time.sleep(300)
+    with distributed.collective_errors(config):
+        distributed.barrier()
+    return "rank 0 did not time out"
+
+
+def test_a_rank_that_stops_answering_ends_the_run_after_ddp_timeout(tiny_overrides):
+    from recbole_trsr.processes import run_processes
+
+    overrides = {**tiny_overrides, "nproc": "2", "port": str(free_port()), "ddp_timeout": "5"}
+    started = time.monotonic()
+    timed_out = r"^rank 0 of 2: a collective step with the other ranks failed \(ddp_timeout 5 s\): "
+    with pytest.raises(UserInputError, match=timed_out):
+        run_processes(functools.partial(rank_that_stalls, overrides), 2, 0, 2, "rank")
+    assert time.monotonic() - started < 120  # not the 300 s that rank 1 sleeps
+
+
 def test_a_port_in_use_ends_the_run_in_one_line(capsys, tiny_overrides):
     from recbole_trsr.cli import main
 

@@ -176,7 +176,7 @@ class LLMTRSRTrainer(Trainer):
         seed = self.config["seed"] + epoch_idx
         train_data.generator.manual_seed(seed)
         np.random.seed(seed)
-        torch.manual_seed(seed)
+        distributed.seed_dropout(seed)
         skip = self.resume_batches if epoch_idx == self.start_epoch else 0
         total_loss = self.resume_loss if skip else 0.0
         batches = (
