@@ -40,6 +40,12 @@ class Ranks:
         return range(start, stop)
 
 
+def writes_checkpoints(config) -> bool:
+    """The first process of each machine writes the checkpoints there, which its machine's ranks read back: the
+    ranks hold the same weights, and machines need not share a folder."""
+    return int(config["local_rank"] or 0) == 0
+
+
 def current() -> Ranks:
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())

@@ -5,12 +5,14 @@ candidates that one process draws. In training each rank takes a contiguous shar
 is weighted by that share so that DistributedDataParallel's average is the gradient of the whole batch (RecBole's
 own hook: a pass through the DDP module before each backward). In evaluation each rank scores a contiguous share
 of the batches; rank 0 gathers the scores and replays every batch through RecBole's collector and evaluator in
-one process's order, so the metrics are one process's metrics. Only rank 0 writes checkpoints.
+one process's order, so the metrics are one process's metrics. The first process of each machine writes the
+checkpoints there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -74,8 +76,12 @@ class SplitAcrossRanks:
         if self.trainable:  # DDP refuses a model with nothing to train
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.distributed_model = DistributedDataParallel(self.model, device_ids=ids)
-        # RecBole names the checkpoint by the second it was made: every rank uses rank 0's name.
-        self.saved_model_file = distributed.from_first(self.saved_model_file)
+        # RecBole names the checkpoint by the second it was made: every rank uses rank 0's name, in its own
+        # machine's checkpoint_dir (a resumed run's folder stays where it was given).
+        folder, name = os.path.split(self.saved_model_file)
+        name = distributed.from_first(name)
+        if os.path.abspath(folder) == os.path.abspath(self.checkpoint_dir):
+            self.saved_model_file = os.path.join(folder, name)
 
     # Training -------------------------------------------------------------------------------------------
 
@@ -121,11 +127,11 @@ class SplitAcrossRanks:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        distributed.barrier()  # rank 0's best checkpoint is on disk before any rank loads it for the test
+        distributed.barrier()  # the best checkpoint is on each machine's disk before any rank loads it for the test
         return result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if self.ranks.first:
+        if distributed.writes_checkpoints(self.config):
             super()._save_checkpoint(epoch, verbose, **kwargs)
 
     # Evaluation -----------------------------------------------------------------------------------------

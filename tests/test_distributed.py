@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +85,31 @@ def test_two_ranks_train_llmtrsr_on_halves_of_each_batch(capsys, tiny_llm_overri
     alone, shared = SummaryStore(tmp_path / "one.db"), SummaryStore(tmp_path / "two.db")
     keys = lambda store: sorted(row[0] for row in store.connection.execute("SELECT key FROM summaries"))  # noqa: E731
     assert len(alone) > 0 and keys(alone) == keys(shared)  # every summary, each once, the ranks writing one store
+
+
+def test_two_machines_meet_through_world_size_offset_ip_and_port(capsys, tiny_overrides, tmp_path):
+    """Two commands as two machines would run them (here both on this one, each with its own checkpoint folder)."""
+    overrides = {**tiny_overrides, **NO_DROPOUT}
+    one = compare(capsys, overrides, "SASRec", tmp_path / "one")
+    port, root = free_port(), Path(__file__).resolve().parents[1]
+    machines = []
+    for offset in (0, 1):
+        settings = {
+            **overrides,
+            "output_dir": str(tmp_path / "two"),
+            "checkpoint_dir": str(tmp_path / f"saved-{offset}"),
+        }
+        command = ["--model=SASRec", "--dataset=tiny", *as_arguments(settings), "--nproc=1", "--world_size=2"]
+        command = [sys.executable, str(root / "run_recbole_trsr.py"), *command, f"--offset={offset}", f"--port={port}"]
+        machines.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [machine.communicate(timeout=300) for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert "written to" in outputs[0][0] and "written to" not in outputs[1][0]  # the table, on the first machine
+    (users_csv,) = (tmp_path / "two").glob("comparison-tiny-*-users.csv")
+    two = pd.read_csv(users_csv, dtype={"user": str}).sort_values(["model", "user"]).reset_index(drop=True)
+    assert largest_difference(one, two) <= 1e-6
+    for offset in (0, 1):  # each machine's first process keeps the checkpoint that its ranks test
+        assert len(list((tmp_path / f"saved-{offset}").glob("SASRec-*.pth"))) == 1
 
 
 def rank_that_dies(config_overrides: dict, local_rank: int) -> str:

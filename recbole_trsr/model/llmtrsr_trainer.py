@@ -77,8 +77,8 @@ class LLMTRSRTrainer(Trainer):
             self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
 
     def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float) -> None:
-        if not self.ranks.first:
-            return  # the ranks hold the same adapter and optimizer state: one copy is written
+        if not distributed.writes_checkpoints(self.config):
+            return  # the ranks hold the same adapter and optimizer state: one copy per machine is written
         state = {
             "epoch": epoch,
             "batches_done": batches_done,
@@ -129,7 +129,7 @@ class LLMTRSRTrainer(Trainer):
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if saved and self.ranks.first:
+        if saved and distributed.writes_checkpoints(self.config):
             checkpoint.write_config(self.folder, self.config)  # once: every save of this run shares it
 
         def after_validation(epoch_idx, valid_score):
