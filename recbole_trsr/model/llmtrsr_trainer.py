@@ -207,7 +207,8 @@ class LLMTRSRTrainer(Trainer):
                 batch_loss += loss.item() * share
             if step_now and not parts:  # this rank has no example in the batch, but the others wait for its part
                 with self.gradient_average(now=True) as touch_all:
-                    touch_all.backward()
+                    if torch.is_tensor(touch_all):
+                        touch_all.backward()
             total_loss += batch_loss
             log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
             if not step_now:
