@@ -134,12 +134,13 @@ def run(args, rest: list[str]) -> int:
             print(report)
         return 0
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
-    nproc, world_size, offset = processes(build_config(models[0], args.dataset, config_files, overrides))
+    first_config = build_config(models[0], args.dataset, config_files, overrides)
+    nproc, world_size, offset = processes(first_config)
     if world_size == 1:
         print(compare(args, models, config_files, overrides, earlier))
         return 0
     if offset == 0:
-        distributed.check_port_free(build_config(models[0], args.dataset, config_files, overrides))
+        distributed.check_port_free(first_config)
     work = functools.partial(compare_as_rank, args, models, config_files, overrides, earlier)
     reports = run_processes(work, nproc, offset, world_size, "rank", debug=args.debug)
     if offset == 0:

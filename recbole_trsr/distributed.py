@@ -154,12 +154,3 @@ def from_first(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def cpu(value):
-    """Tensors moved to the CPU, so that gloo's object collectives can send them."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, (list, tuple)):
-        return type(value)(cpu(item) for item in value)
-    return value

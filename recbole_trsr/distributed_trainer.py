@@ -18,7 +18,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_trsr import distributed
-from recbole_trsr.distributed import Ranks
 
 
 @contextlib.contextmanager
@@ -163,7 +162,7 @@ class SplitAcrossRanks:
         def recording(name, method):
             def recorded(interaction):
                 scores = method(interaction)
-                outputs.append((name, distributed.cpu(scores)))
+                outputs.append((name, scores.detach().cpu()))  # gloo sends CPU tensors
                 return scores
 
             return recorded
@@ -207,6 +206,3 @@ def split_across_ranks(trainer_class: type) -> type:
     if distributed.current().size == 1:
         return trainer_class
     return type(f"Distributed{trainer_class.__name__}", (SplitAcrossRanks, trainer_class), {})
-
-
-__all__ = ["Ranks", "SplitAcrossRanks", "split_across_ranks", "instance_attribute"]
