@@ -147,6 +147,16 @@ def gather_to_first(value) -> list | None:
     return gathered
 
 
+def everyone(value) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank."""
+    ranks = current()
+    if ranks.size == 1:
+        return [value]
+    gathered = [None] * ranks.size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def from_first(value):
     """Rank 0's ``value`` on every rank."""
     if current().size == 1:

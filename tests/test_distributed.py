@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from recbole_trsr.errors import UserInputError
 from tests.conftest import as_arguments
@@ -110,6 +111,90 @@ def test_two_machines_meet_through_world_size_offset_ip_and_port(capsys, tiny_ov
     assert largest_difference(one, two) <= 1e-6
     for offset in (0, 1):  # each machine's first process keeps the checkpoint that its ranks test
         assert len(list((tmp_path / f"saved-{offset}").glob("SASRec-*.pth"))) == 1
+
+
+def llmtrsr_trained_as_rank(config_overrides: dict, interrupt_at: int, local_rank: int) -> str:
+    """LLMTRSR trained on 2 ranks from start to end, then again interrupted at batch ``interrupt_at`` (counted
+    over the epochs) and resumed; both final adapters, saved for the test."""
+    from peft import get_peft_model_state_dict
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_trainer, init_seed
+
+    from recbole_trsr import distributed
+    from recbole_trsr.distributed_trainer import split_across_ranks
+    from recbole_trsr.runner import build_config
+
+    def prepared(extra: dict):
+        config = build_config("LLMTRSR", "tiny", [], {**config_overrides, **extra, "local_rank": str(local_rank)})
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+        init_seed(config["seed"], config["reproducibility"])
+        distributed.seed_dropout(config["seed"])
+        model = config.model_class(config, train_data._dataset)
+        trainer = split_across_ranks(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+        return trainer, train_data, valid_data
+
+    def adapter(trainer) -> dict:
+        return {name: value.clone() for name, value in get_peft_model_state_dict(trainer.model.llm).items()}
+
+    config = build_config("LLMTRSR", "tiny", [], {**config_overrides, "local_rank": str(local_rank)})
+    distributed.join(config, local_rank)
+    try:
+        trainer, train_data, valid_data = prepared({})
+        trainer.fit(train_data, valid_data, saved=True)
+        uninterrupted = adapter(trainer)
+
+        interrupted, train_data, valid_data = prepared({})
+        calls, original = {"count": 0}, interrupted.passes
+
+        def killed_in_the_second_epoch(interaction):
+            calls["count"] += 1
+            if calls["count"] == interrupt_at:
+                raise KeyboardInterrupt
+            return original(interaction)
+
+        interrupted.passes = killed_in_the_second_epoch
+        try:
+            interrupted.fit(train_data, valid_data, saved=True)
+        except KeyboardInterrupt:
+            pass
+        resumed, train_data, valid_data = prepared({"resume_from": interrupted.saved_model_file})
+        assert resumed.resume_batches > 0, "the interruption must fall inside an epoch"
+        resumed.fit(train_data, valid_data, saved=True)
+        output = Path(config_overrides["output_dir"])
+        torch.save({"uninterrupted": uninterrupted, "resumed": adapter(resumed)}, output / f"rank{local_rank}.pt")
+    finally:
+        distributed.leave()
+    return "done"
+
+
+def test_two_ranks_resume_to_the_adapter_of_an_uninterrupted_run(tiny_llm_overrides, tmp_path):
+    """With dropout on: each rank draws its own masks, so each must go on with its own stream after a resume."""
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_trsr.processes import run_processes
+    from recbole_trsr.runner import build_config
+
+    overrides = {
+        **tiny_llm_overrides,
+        "summary_mode": "none",
+        "epochs": "2",
+        "stopping_step": "5",
+        "checkpoint_steps": "1",
+        "train_examples_per_pass": "1",
+        "lora_dropout": "0.5",
+        "nproc": "2",
+        "port": str(free_port()),
+        "output_dir": str(tmp_path),
+    }
+    config = build_config("LLMTRSR", "tiny", [], overrides)
+    batches = len(data_preparation(config, create_dataset(config))[0])
+    run_processes(functools.partial(llmtrsr_trained_as_rank, overrides, batches + 2), 2, 0, 2, "rank")
+    for rank in (0, 1):
+        adapters = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        uninterrupted, resumed = adapters["uninterrupted"], adapters["resumed"]
+        assert resumed.keys() == uninterrupted.keys()
+        assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
 
 
 def rank_that_dies(config_overrides: dict, local_rank: int) -> str:

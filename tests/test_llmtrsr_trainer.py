@@ -173,3 +173,12 @@ def test_passes_of_fewer_examples_give_the_batchs_gradient(overrides):
     assert torch.allclose(gradients[0], gradients[1], atol=1e-6) and torch.allclose(
         gradients[0], gradients[2], atol=1e-6
     )
+
+
+def test_a_resume_point_of_another_number_of_ranks_draws_dropout_afresh(overrides, caplog):
+    trainer, _, _ = prepared(overrides)
+    one, other = torch.get_rng_state(), torch.manual_seed(7).get_state()
+    assert torch.equal(trainer.saved_rng_of_this_rank({"torch_rng": one})[0], one)  # saved before states per rank
+    assert torch.equal(trainer.saved_rng_of_this_rank({"torch_rng": [one], "cuda_rng": [[]]})[0], one)
+    assert trainer.saved_rng_of_this_rank({"torch_rng": [one, other], "cuda_rng": [[], []]}) is None
+    assert "saved by 2 ranks, this run has 1: dropout masks are drawn afresh" in caplog.text

@@ -77,6 +77,11 @@ class LLMTRSRTrainer(Trainer):
             self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
 
     def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float) -> None:
+        # Each rank draws its own dropout masks: every rank's generator states are kept, so that each goes on
+        # with its own stream after a resume.
+        rng_states = distributed.everyone(
+            (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+        )
         if not distributed.writes_checkpoints(self.config):
             return  # the ranks hold the same adapter and optimizer state: one copy per machine is written
         state = {
@@ -88,8 +93,8 @@ class LLMTRSRTrainer(Trainer):
             "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
             "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
             "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
+            "cuda_rng": [cuda for _, cuda in rng_states],
         }
         checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
 
@@ -106,11 +111,24 @@ class LLMTRSRTrainer(Trainer):
             self.best_valid_score = state["best_valid_score"]
             self.best_valid_result = state["best_valid_result"] or None
             self.train_loss_dict = dict(state["train_loss_dict"])
-            self.resume_rng = state["torch_rng"], state.get("cuda_rng", [])
+            self.resume_rng = self.saved_rng_of_this_rank(state)
         except (KeyError, ValueError) as error:
             raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
         self.saved_model_file = str(folder)
         self.logger.info(f"Resuming {folder} at epoch {self.start_epoch}, after {self.resume_batches} batches of it")
+
+    def saved_rng_of_this_rank(self, state) -> tuple | None:
+        """(CPU, CUDA) generator states saved by this rank; None when the save had another number of ranks."""
+        cpu, cuda = state["torch_rng"], state.get("cuda_rng", [])
+        if torch.is_tensor(cpu):  # saved by one process before the states were kept per rank
+            cpu, cuda = [cpu], [cuda]
+        if len(cpu) != self.ranks.size:
+            self.logger.warning(
+                f"the resume point was saved by {len(cpu)} ranks, this run has {self.ranks.size}: dropout masks are "
+                "drawn afresh from the seed (the weights go on from the save point)"
+            )
+            return None
+        return cpu[self.ranks.rank], (cuda[self.ranks.rank] if len(cuda) == len(cpu) else [])
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
@@ -141,6 +159,16 @@ class LLMTRSRTrainer(Trainer):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
 
     # One epoch --------------------------------------------------------------------------------------
+
+    def restore_rng(self, epoch_seed: int) -> None:
+        """Dropout continues where the save point left it."""
+        if self.resume_rng is None:
+            distributed.seed_dropout(epoch_seed + self.resume_batches)
+            return
+        cpu_rng, cuda_rng = self.resume_rng
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng)
 
     def passes(self, interaction):
         """The batch as forward/backward passes of at most ``train_examples_per_pass`` examples (a prompt prefix
@@ -192,10 +220,7 @@ class LLMTRSRTrainer(Trainer):
             if batch_idx < skip:
                 continue  # collated all the same: the negatives of later batches come out as before
             if batch_idx == skip and skip:
-                cpu_rng, cuda_rng = self.resume_rng  # dropout continues where the save point left it
-                torch.set_rng_state(cpu_rng)
-                if cuda_rng and torch.cuda.is_available():
-                    torch.cuda.set_rng_state_all(cuda_rng)
+                self.restore_rng(seed)
             batch_loss = 0.0
             step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
             parts = list(self.passes(interaction))
