@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -260,3 +262,16 @@ def test_a_kept_opening_follows_the_adapter_in_use(tiny_lm, monkeypatch):
         assert_equal_to_full_prompts(scorer, first, without)
     assert max((x - y).abs().max().item() for x, y in zip(with_adapter, without, strict=True)) > 1e-3
     assert_equal_to_full_prompts(scorer, later, scorer.score_batch(later))  # the adapter is back
+
+
+def test_answer_probability_is_not_rounded_to_the_models_half_precision(tiny_lm):
+    """In bfloat16 a logit near 20 has steps of 0.125; P(yes) must come from float32 logits of the same states."""
+    model, tokenizer = tiny_lm
+    scorer = YesNoScorer(copy.deepcopy(model).to(torch.bfloat16), tokenizer)
+    rows = [scorer.verbalizer.yes_id, scorer.verbalizer.no_id]
+    weight = scorer.model.get_output_embeddings().weight[rows].float()
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(64, weight.shape[1], generator=generator)
+    states = (states * 20 / (states @ weight[0]).abs()[:, None]).to(torch.bfloat16)  # logits of yes near +-20
+    expected = torch.softmax(states.float() @ weight.T, dim=-1)[:, 0]
+    assert (scorer.answer_probability(states) - expected).abs().max().item() <= 1e-6

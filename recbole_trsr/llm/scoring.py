@@ -141,10 +141,12 @@ class YesNoScorer:
         """P(yes) / (P(yes) + P(no)) from final hidden states at answer positions, shape (n, hidden)."""
         head = self.model.get_output_embeddings()
         rows = [self.verbalizer.yes_id, self.verbalizer.no_id]
-        logits = hidden @ head.weight[rows].T
+        # In float32: a bfloat16 logit of magnitude ~20 is rounded to steps of 0.125, which alone moves
+        # P(yes) by up to 0.03; the two rows of the head cost nothing to upcast.
+        logits = hidden.float() @ head.weight[rows].float().T
         if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[rows]
-        return torch.softmax(logits.float(), dim=-1)[:, 0]
+            logits = logits + head.bias[rows].float()
+        return torch.softmax(logits, dim=-1)[:, 0]
 
     def check_length(self, tokens: int) -> None:
         if tokens > self.context_window:
