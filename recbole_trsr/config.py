@@ -174,8 +174,9 @@ class TRSRConfig(Config):
 
         local_rank = int(final["local_rank"])
         if final["gpu_id"] and torch.cuda.is_available():
-            final["device"] = torch.device("cuda", local_rank)
-            torch.cuda.set_device(local_rank)
+            # More processes than GPUs (e.g. --nproc=2 on one GPU) take the GPUs in turn
+            final["device"] = torch.device("cuda", local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(final["device"])
         else:
             final["device"] = torch.device("cpu")
         final["single_spec"] = True

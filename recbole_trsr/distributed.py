@@ -91,11 +91,20 @@ def check_port_free(config) -> None:
             raise UserInputError(f"cannot listen on {host}:{port} ({error.strerror})") from None
 
 
+def group_backend(config) -> str:
+    """NCCL where every process of this machine has a GPU of its own; gloo on the CPU, and where processes share
+    a GPU (NCCL refuses two ranks on one device; gloo, which DDP also drives on CUDA tensors, does not)."""
+    if config["device"].type != "cuda":
+        return "gloo"
+    nproc, _, _ = processes(config)
+    return "nccl" if nproc <= torch.cuda.device_count() else "gloo"
+
+
 def join(config, local_rank: int) -> Ranks:
     """Join the group of ``world_size`` processes at ``ip:port`` as rank ``offset + local_rank``."""
     _, world_size, offset = processes(config)
     host, port = address(config)
-    backend = "nccl" if config["device"].type == "cuda" else "gloo"
+    backend = group_backend(config)
     try:
         dist.init_process_group(
             backend=backend,

@@ -274,3 +274,23 @@ def test_bad_group_settings_end_in_one_line(capsys, tiny_overrides, settings, me
     assert main(["--model=SASRec", "--dataset=tiny", *as_arguments(tiny_overrides), *settings]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("gpus", "devices", "backend"), [(1, ["cuda:0", "cuda:0"], "gloo"), (2, ["cuda:0", "cuda:1"], "nccl")]
+)
+def test_processes_that_outnumber_the_gpus_share_them_through_gloo(monkeypatch, tiny_overrides, gpus, devices, backend):
+    """--nproc=2 on one GPU: both ranks on cuda:0 (not a missing cuda:1), and gloo, since NCCL refuses two ranks on
+    one device. On a machine without a GPU, its CUDA calls are stood in for."""
+    from recbole_trsr import distributed
+    from recbole_trsr.runner import build_config
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    configs = [
+        build_config("SASRec", "tiny", [], {**tiny_overrides, "nproc": "2", "local_rank": str(rank)}) for rank in (0, 1)
+    ]
+    assert [str(config["device"]) for config in configs] == devices == [str(device) for device in chosen]
+    assert {distributed.group_backend(config) for config in configs} == {backend}
