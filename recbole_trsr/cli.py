@@ -40,7 +40,8 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
                 parse_value(value)
             except ValueError:
                 raise UserInputError(
-                    f"malformed argument '{argument}': the value of --{key} is not a valid list or dict"
+                    f"malformed argument '{argument}': the value of --{key} is not a valid list or dict "
+                    f"(text that starts with a bracket goes in quotes: --{key}=\"'...'\")"
                 ) from None
         if key in overrides and overrides[key] != value:
             raise UserInputError(f"--{key} is given twice with different values")

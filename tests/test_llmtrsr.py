@@ -189,3 +189,32 @@ def test_an_unknown_preset(capsys, tiny_llm_overrides):
 
     assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments({**tiny_llm_overrides, "preset": "papr"})]) == 2
     assert "unknown preset 'papr'; presets: paper" in capsys.readouterr().err
+
+
+def test_the_candidate_can_show_its_popularity_in_the_training_split_only(tiny_llm_overrides):
+    """{popularity}: the candidate's interactions in every user's training part (what the baselines learn from),
+    whatever LLMTRSR's own training budget; the validation and test items of each user are not counted."""
+    import collections
+    from pathlib import Path
+
+    import pandas as pd
+    from recbole.data import create_dataset
+
+    from recbole_trsr.runner import build_config, prepare_data
+
+    template = "' {item} (bought {popularity} times)\\nAnswer:'"  # as --candidate_template= takes it
+    overrides = {**tiny_llm_overrides, "summary_mode": "none", "train_users": "5", "candidate_template": template}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    train_data, _, test_data = prepare_data(config, create_dataset(config))
+    model = config.model_class(config, train_data._dataset)
+    inter = pd.read_csv(Path(config["data_path"]) / "tiny.inter", sep="\t")
+    inter.columns = ["user", "item", "time"]
+    expected = collections.Counter(
+        item for _, history in inter.sort_values("time").groupby("user") for item in history["item"].tolist()[:-2]
+    )
+    split = test_data._dataset
+    for item_id in range(1, split.item_num):
+        token = split.id2token("item_id", item_id)
+        shown = model.tokenizer.decode(model.suffix_ids(item_id))
+        assert shown.endswith(f"(bought {expected[token]} times)\nAnswer:"), (token, shown)
+    assert len(set(expected.values())) > 1  # the counts differ between items: the test can tell them apart

@@ -22,6 +22,7 @@ from recbole_trsr.llm.scoring import YesNoScorer, pad
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
 from recbole_trsr.summary.prompts import numbered
+from recbole_trsr.templates import check_templates
 
 INSTRUCTION = (
     "Given a preference summary of the user, and information related to the historical items the user has "
@@ -40,6 +41,7 @@ class LLMTRSR(SequentialRecommender):
     @staticmethod
     def check_config(config) -> None:
         """The models this config loads exist, checked before any model of a comparison trains."""
+        check_templates(config)
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
@@ -111,8 +113,8 @@ class LLMTRSR(SequentialRecommender):
     def item_text(self, item_id: int) -> str:
         return self.capped_text(str(self.texts.field2id_token[self.ITEM_ID][item_id]))
 
-    def candidate_text(self, text: str) -> str:
-        return self.templates["candidate"].format(item=text)
+    def candidate_text(self, text: str, popularity: int = 0) -> str:
+        return self.templates["candidate"].format(item=text, popularity=popularity)
 
     def prefix_ids(self, user: int, history_end: int, longest_suffix: int) -> list[int]:
         summary, recent = self.texts.prompt_parts(user, history_end)
@@ -129,7 +131,8 @@ class LLMTRSR(SequentialRecommender):
 
     def suffix_ids(self, item_id: int) -> list[int]:
         if item_id not in self._suffixes:
-            self._suffixes[item_id] = self.fitter.encode(self.candidate_text(self.item_text(item_id)))
+            text = self.candidate_text(self.item_text(item_id), int(self.texts.item_popularity[item_id]))
+            self._suffixes[item_id] = self.fitter.encode(text)
         return self._suffixes[item_id]
 
     def request(self, user: int, history_end: int, items: list[int]) -> tuple[list[int], list[list[int]]]:
