@@ -31,8 +31,8 @@ def check_text(key: str, value) -> None:
         )
 
 
-def placeholders(key: str, template) -> set[str]:
-    """The placeholders of ``template``; a one-line error if it is not text or uses one its key does not take."""
+def check_template(key: str, template) -> None:
+    """A one-line error if ``template`` is not text or uses a placeholder its key does not take."""
     check_text(key, template)
     try:
         names = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
@@ -44,13 +44,12 @@ def placeholders(key: str, template) -> set[str]:
     if unknown:
         takes = ", ".join(f"{{{name}}}" for name in sorted(allowed)) or "no placeholders"
         raise UserInputError(f"{key} uses {{{unknown[0]}}}, which it does not know; it takes {takes}")
-    return names
 
 
 def check_templates(config) -> None:
     for key in PLACEHOLDERS:
         if config[key] is not None:
-            placeholders(key, config[key])
+            check_template(key, config[key])
     for key in TEXTS:
         if config[key] is not None:
             check_text(key, config[key])
