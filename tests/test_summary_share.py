@@ -147,7 +147,7 @@ def open_and_write(path, n: int, start) -> None:
 
 def test_processes_that_open_a_new_store_at_once_all_get_it_whole(tmp_path):
     context = multiprocessing.get_context("fork")  # fast to start: the race is in the first milliseconds
-    for round_ in range(10):
+    for round_ in range(40):  # the old failure (an at-once "locked" while switching to WAL) came in ~1% of rounds
         path = tmp_path / f"new-{round_}.db"
         start = context.Barrier(6)
         workers = [context.Process(target=open_and_write, args=(path, n, start)) for n in range(6)]
@@ -158,3 +158,22 @@ def test_processes_that_open_a_new_store_at_once_all_get_it_whole(tmp_path):
         assert [worker.exitcode for worker in workers] == [0] * 6
         assert len(SummaryStore(path)) == 6
     assert not list(tmp_path.glob("*.corrupt-*"))  # nobody took a half-made store for a damaged one
+
+
+def test_a_store_another_process_keeps_locked_ends_in_one_line_and_stays_in_place(tmp_path, monkeypatch):
+    import sqlite3
+
+    from recbole_trsr.summary import store as store_module
+
+    path = tmp_path / "held.db"
+    SummaryStore(path).close()
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")  # as a process in the middle of writing would, for longer than the wait
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(UserInputError, match=r"summary store .*held.db cannot be opened \(database is locked\)$"):
+        SummaryStore(path)
+    assert time.monotonic() - started < 10  # it gave up after the wait, not after retrying forever
+    holder.rollback()
+    holder.close()
+    assert len(SummaryStore(path)) == 0 and not list(tmp_path.glob("*.corrupt-*"))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 APPLICATION_ID = 0x54525352  # "TRSR": marks an SQLite file as this store
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 60  # how long a process waits for another's lock on the store
+_jitter = random.Random()  # its own generator: backing off must not move the seeded global one
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS summaries (
     key TEXT PRIMARY KEY,
@@ -58,7 +60,7 @@ class SummaryStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.connection = self._open()
+            self.connection = self._open_when_free()
         except sqlite3.OperationalError as error:  # locked or unreachable: not damage, so nothing is moved aside
             raise UserInputError(f"summary store {self.path} cannot be opened ({error})") from None
         except (sqlite3.DatabaseError, ValueError) as error:
@@ -67,7 +69,20 @@ class SummaryStore:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
             logger.warning(f"summary store {self.path} was unreadable ({error}); moved to {aside}, starting anew")
-            self.connection = self._open()
+            self.connection = self._open_when_free()
+
+    def _open_when_free(self) -> sqlite3.Connection:
+        # SQLite answers "locked" at once, without waiting, where waiting could deadlock: two processes that both
+        # switch a new store to WAL, or one that switches while another commits. Backing off and starting over
+        # (all locks let go) resolves it.
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                return self._open()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(_jitter.uniform(0.01, 0.1))
 
     def _open(self) -> sqlite3.Connection:
         # Several processes may open (and create) one store at once: each waits for the others' locks, and the
