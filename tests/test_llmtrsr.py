@@ -12,7 +12,7 @@ def test_all_summary_modes_and_the_baselines_in_one_table_on_the_same_candidates
     runs = run_comparison(models, "tiny", overrides=tiny_llm_overrides)
     assert [run.model for run in runs] == [*models, "RandomRank"]
     assert [run.config["summary_mode"] for run in runs[:3]] == ["hierarchical", "recurrent", "none"]
-    assert runs[2].config["recent_k"] == 2 and runs[0].config["recent_k"] == 3
+    assert runs[2].config["recent_k"] == 2 and runs[0].config["recent_k"] == 10  # the variant's, the default
     assert all(run.candidates.candidates == runs[0].candidates.candidates for run in runs)
     assert runs[0].epochs == 1 and 0.0 <= runs[0].test_result["ndcg@10"] <= 1.0
 
