@@ -6,6 +6,7 @@ import functools
 import hashlib
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 
@@ -13,6 +14,7 @@ import pytest
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.generation import Generated
+from recbole_trsr.summary import store as store_module
 from recbole_trsr.summary.share import SummaryShare
 from recbole_trsr.summary.store import StoredSummary, SummaryStore
 from recbole_trsr.summary.summarizer import Summarizer
@@ -161,10 +163,6 @@ def test_processes_that_open_a_new_store_at_once_all_get_it_whole(tmp_path):
 
 
 def test_a_store_another_process_keeps_locked_ends_in_one_line_and_stays_in_place(tmp_path, monkeypatch):
-    import sqlite3
-
-    from recbole_trsr.summary import store as store_module
-
     path = tmp_path / "held.db"
     SummaryStore(path).close()
     holder = sqlite3.connect(path)
