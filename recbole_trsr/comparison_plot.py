@@ -29,6 +29,16 @@ def figure_size(metrics: list[str], models: int) -> tuple[float, float]:
     return width * len(metric_families(metrics)), height + LEGEND_INCHES_PER_MODEL * models
 
 
+def model_colors(count: int) -> list:
+    """A distinct color per model: tab10's for up to 10 (matplotlib's default cycle), tab20's for up to 20, then
+    evenly spaced along a continuous map, so that a legend never gives two models one color."""
+    if count <= 10:
+        return list(plt.get_cmap("tab10").colors)[:count]
+    if count <= 20:
+        return list(plt.get_cmap("tab20").colors)[:count]
+    return [plt.get_cmap("turbo")(value) for value in np.linspace(0.0, 1.0, count)]
+
+
 def plot_comparison(frame: pd.DataFrame, metrics: list[str], path: str, title: str) -> None:
     """One panel per metric family (Recall, MRR, NDCG, ...), the cut-offs on the x axis, one bar per model with
     its interval; written to ``path`` at a size that follows from the number of families and models."""
@@ -39,7 +49,7 @@ def plot_comparison(frame: pd.DataFrame, metrics: list[str], path: str, title: s
     grid = figure.add_gridspec(
         1, len(families), left=0.06, right=0.98, top=0.88, bottom=legend_share + 0.1, wspace=0.25
     )
-    colors = plt.get_cmap("tab10").colors
+    colors = model_colors(len(models))
     width = 0.8 / len(models)
     for panel, (family, columns) in enumerate(families.items()):
         axes = figure.add_subplot(grid[0, panel])
@@ -59,7 +69,7 @@ def plot_comparison(frame: pd.DataFrame, metrics: list[str], path: str, title: s
                 width,
                 yerr=errors,
                 capsize=2,
-                color=colors[index % len(colors)],
+                color=colors[index],
                 label=model,
             )
         axes.set_xticks(positions, [c.split("@")[1] for c in columns])

@@ -98,6 +98,16 @@ def test_the_picture_is_written_at_its_size(tiny_overrides):
     assert pixels[..., :3].std() > 0.05  # not a blank canvas
 
 
+@pytest.mark.parametrize("models", [3, 14, 25])
+def test_every_model_of_the_picture_has_a_color_of_its_own(models):
+    """A joined ablation table easily holds more than tab10's 10 colors; the legend must still tell rows apart."""
+    from matplotlib.colors import to_hex
+
+    from recbole_trsr.comparison_plot import model_colors
+
+    assert len({to_hex(color) for color in model_colors(models)}) == models
+
+
 def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
     arguments = ["--dataset=tiny", *as_arguments({**tiny_overrides, "eval_users": "10"})]
     assert main(["--model=SASRec", *arguments]) == 0
