@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataloader import FullSortEvalDataLoader
-from recbole.utils import get_trainer, init_logger, init_seed
+from recbole.utils import get_trainer, init_logger
 
 from recbole_trsr import distributed
 from recbole_trsr.candidates import CandidateLog
@@ -26,6 +26,7 @@ from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoin
 from recbole_trsr.model_list import model_variant
 from recbole_trsr.per_user import PerUserMetrics
 from recbole_trsr.registry import get_model_class, plugin_model_names
+from recbole_trsr.seeding import seed_everything
 from recbole_trsr.subset import apply_user_subset
 from recbole_trsr.summary.share import processes
 from recbole_trsr.user_budget import check_user_budgets, restrict_evaluation
@@ -123,7 +124,7 @@ def training_size(train_data) -> tuple[int, int]:
 
 def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
     """RecBole's run_recbole for one config, timed, with the test candidates recorded."""
-    init_seed(config["seed"], config["reproducibility"])
+    seed_everything(config)
     start_model_logger(config)
     logger = logging.getLogger()
     logger.debug(config)  # the whole config: the log file has it at DEBUG, the console stays readable
@@ -131,7 +132,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         dataset = create_dataset(config)
         logger.info(dataset)
         train_data, valid_data, test_data = prepare_data(config, dataset)
-        init_seed(config["seed"], config["reproducibility"])  # every rank draws one process's batches
+        seed_everything(config)  # every rank draws one process's batches
         distributed.seed_dropout(config["seed"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         logger.debug(model)
@@ -143,7 +144,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
 
         # RecBole draws test negatives from numpy's global state while it iterates; re-seeding here gives
         # every model the same candidates, whatever its training consumed.
-        init_seed(config["seed"], config["reproducibility"])
+        seed_everything(config)
         log = CandidateLog(dataset, sampled=not isinstance(test_data, FullSortEvalDataLoader))
         per_user = PerUserMetrics(dataset)
         started = time.perf_counter()

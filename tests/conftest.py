@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,21 @@ def tiny_settings(root: Path) -> dict:
 def tiny_overrides(tmp_path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)  # RecBole writes ./log and ./log_tensorboard
     return tiny_settings(tmp_path)
+
+
+def pytest_runtest_logreport(report):
+    """With RECBOLE_TRSR_REPORT_AT_ONCE set, each failure's traceback is printed as it happens: a time-boxed run (the
+    GPU session) is cut before pytest's summary at the end, which held every reason."""
+    if report.failed and os.environ.get("RECBOLE_TRSR_REPORT_AT_ONCE"):
+        print(f"\n--- {report.nodeid} ({report.when})\n{report.longreprtext[-3000:]}", file=sys.__stderr__, flush=True)
+
+
+def score_tolerance(model, float32: float = 1e-4) -> float:
+    """How far two ways of computing one score may lie apart in the model's dtype. float32 differs in the order
+    of its sums alone; float16, the GPU's default, keeps a shared prefix within the 1e-2 that scoring promises."""
+    import torch
+
+    return float32 if model.dtype == torch.float32 else 1e-2
 
 
 def as_arguments(overrides: dict) -> list[str]:

@@ -29,7 +29,7 @@ def trained_sasrec(tmp_path_factory):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    model = get_model_class("SASRec")(config, train_data._dataset)
+    model = get_model_class("SASRec")(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     return config, train_data, trainer, test_data
@@ -105,7 +105,7 @@ def test_evaluate_loads_the_best_checkpoint(trained_sasrec):
 
 def test_resume_checkpoint(trained_sasrec):
     config, train_data, trainer, _ = trained_sasrec
-    model = get_model_class("SASRec")(config, train_data._dataset)
+    model = get_model_class("SASRec")(config, train_data._dataset).to(config["device"])
     resumed = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     resumed.resume_checkpoint(trainer.saved_model_file)
     assert resumed.start_epoch == 1

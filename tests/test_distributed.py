@@ -23,6 +23,23 @@ from tests.conftest import as_arguments
 NO_DROPOUT = {"hidden_dropout_prob": "0.0", "attn_dropout_prob": "0.0", "dropout_prob": "0.0", "lora_dropout": "0.0"}
 
 
+# The ranks' equality with one process holds for the CPU's float sums (and two "machines" on one host cannot share
+# its GPU through NCCL), so these comparisons run on the CPU wherever they run; gpu_id '' is RecBole's way to say so.
+ON_THE_CPU = {"gpu_id": "''", "llm_device": "cpu"}
+
+
+@pytest.fixture
+def cuda_seen_before_cpu_runs(monkeypatch):
+    """RecBole writes gpu_id into this process's CUDA_VISIBLE_DEVICES; CUDA, started first, keeps its GPUs for the
+    tests after this one, and the variable is put back."""
+    if torch.cuda.is_available():
+        torch.cuda.init()
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ["CUDA_VISIBLE_DEVICES"])
+    else:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
@@ -51,8 +68,9 @@ def largest_difference(one: pd.DataFrame, two: pd.DataFrame) -> float:
     return (one[metrics] - two[metrics]).abs().to_numpy().max()
 
 
+@pytest.mark.usefixtures("cuda_seen_before_cpu_runs")
 def test_two_ranks_train_and_test_the_baselines_as_one_process(capsys, tiny_overrides, tmp_path):
-    overrides = {**tiny_overrides, **NO_DROPOUT, "epochs": "2"}
+    overrides = {**tiny_overrides, **NO_DROPOUT, **ON_THE_CPU, "epochs": "2"}
     one = compare(capsys, overrides, "SASRec,GRU4Rec", tmp_path / "one")
     two = compare(capsys, overrides, "SASRec,GRU4Rec", tmp_path / "two", "--nproc=2", f"--port={free_port()}")
     assert largest_difference(one, two) <= 1e-6
@@ -63,8 +81,9 @@ def test_two_ranks_train_and_test_the_baselines_as_one_process(capsys, tiny_over
     assert len(list((tmp_path / "saved").glob("SASRec-*.pth"))) == 2
 
 
+@pytest.mark.usefixtures("cuda_seen_before_cpu_runs")
 def test_two_ranks_train_llmtrsr_on_halves_of_each_batch(capsys, tiny_llm_overrides, tmp_path):
-    overrides = {**tiny_llm_overrides, **NO_DROPOUT, "train_examples_per_pass": "1"}
+    overrides = {**tiny_llm_overrides, **NO_DROPOUT, **ON_THE_CPU, "train_examples_per_pass": "1"}
     one = compare(capsys, {**overrides, "summary_store": str(tmp_path / "one.db")}, "LLMTRSR", tmp_path / "one")
     runs_before = set((tmp_path / "saved").iterdir())
     two = compare(
@@ -88,9 +107,10 @@ def test_two_ranks_train_llmtrsr_on_halves_of_each_batch(capsys, tiny_llm_overri
     assert len(alone) > 0 and keys(alone) == keys(shared)  # every summary, each once, the ranks writing one store
 
 
+@pytest.mark.usefixtures("cuda_seen_before_cpu_runs")
 def test_two_machines_meet_through_world_size_offset_ip_and_port(capsys, tiny_overrides, tmp_path):
     """Two commands as two machines would run them (here both on this one, each with its own checkpoint folder)."""
-    overrides = {**tiny_overrides, **NO_DROPOUT}
+    overrides = {**tiny_overrides, **NO_DROPOUT, **ON_THE_CPU}
     one = compare(capsys, overrides, "SASRec", tmp_path / "one")
     port, root = free_port(), Path(__file__).resolve().parents[1]
     machines = []

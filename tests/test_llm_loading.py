@@ -17,7 +17,7 @@ def test_default_model_loads_offline(default_llm):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     model, tokenizer = default_llm
     assert model.config.model_type == "llama"
-    assert model.dtype == torch.float32 and not model.training
+    assert model.dtype == LLMSpec().resolved_dtype() and not model.training  # float16 on a GPU
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token_id is not None
     assert tokenizer.encode("hello", add_special_tokens=True) == tokenizer.encode("hello", add_special_tokens=False)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
@@ -38,12 +38,20 @@ def test_gguf_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     model, _ = load_llm(spec)
     assert model.config.num_hidden_layers == 30
 
+    # Processes that start at once (--nproc, pytest workers) all convert; the last to finish finds the folder there
+    # (it failed with "Directory not empty" before) and keeps it.
+    monkeypatch.undo()
+    first = (Path(folder) / "model.safetensors").stat().st_mtime_ns
+    assert loading.convert_gguf(loading.default_gguf_path(), Path(folder)) == Path(folder)
+    assert (Path(folder) / "model.safetensors").stat().st_mtime_ns == first  # the first folder, untouched
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [Path(folder).name]  # no staging left
+
 
 def test_local_folder(tmp_path, tiny_lm):
     model, tokenizer = tiny_lm
     model.save_pretrained(tmp_path / "tiny")
     tokenizer.save_pretrained(tmp_path / "tiny")
-    loaded, _ = load_llm(LLMSpec(path=str(tmp_path / "tiny")))
+    loaded, _ = load_llm(LLMSpec(path=str(tmp_path / "tiny"), dtype="float32", device="cpu"))  # as saved
     for name, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name])
 
@@ -80,6 +88,6 @@ def test_spec_from_config_with_fallback():
     summarizer = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
     assert (recommender.path, recommender.resolved_dtype()) == ("a/model", torch.bfloat16)
     assert (summarizer.path, summarizer.dtype) == ("b/model", "bf16")
-    assert LLMSpec().resolved_dtype() == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    assert LLMSpec().resolved_dtype() == (torch.float16 if torch.cuda.is_available() else torch.float32)
     with pytest.raises(UserInputError, match="dtype 'fp8'"):
         LLMSpec(dtype="fp8").resolved_dtype()

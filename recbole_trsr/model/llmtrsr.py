@@ -7,6 +7,7 @@ prompt's prefix; the candidate and the answer slot are its suffix, scored with a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
@@ -59,6 +60,10 @@ class LLMTRSR(SequentialRecommender):
         if self.loss_scope not in ("answer", "prompt"):
             raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
         spec = LLMSpec.from_config(config)
+        if config["finetune"] == "full" and spec.dtype == "auto" and spec.resolved_device().type == "cuda":
+            # float16 weights cannot take the optimizer's small steps (the loss scaler keeps float32 copies of
+            # adapters alone); bfloat16 has float32's range.
+            spec = dataclasses.replace(spec, dtype="bfloat16")
         loaded = getattr(dataset, "loaded_llm", None)
         # The summarizer's model, when it is the same one: its summaries are done, so LoRA may wrap it now.
         base, self.tokenizer = loaded[1:] if loaded is not None and loaded[0] == spec else load_llm(spec)

@@ -43,6 +43,7 @@ class LLMTRSRTrainer(Trainer):
         self.examples_per_pass = positive_count(config, "train_examples_per_pass")
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
+        self.loss_scaler = self.build_loss_scaler()
         if config["resume_from"]:
             self.resume_checkpoint(config["resume_from"])
 
@@ -60,6 +61,17 @@ class LLMTRSRTrainer(Trainer):
             for group in optimizer.param_groups:
                 group["betas"] = tuple(float(b) for b in betas)
         return optimizer
+
+    def build_loss_scaler(self) -> torch.amp.GradScaler:
+        """float16 gradients underflow without loss scaling; for any other dtype the scaler does nothing."""
+        weights = self.model.llm.get_input_embeddings().weight.dtype
+        half = weights == torch.float16 and self.device.type == "cuda"
+        if half and any(p.dtype == torch.float16 for p in self.model.llm.parameters() if p.requires_grad):
+            raise UserInputError(
+                "llm_dtype float16 cannot train float16 weights (finetune full): set llm_dtype to bfloat16 or float32"
+            )
+        # 2**10, not torch's 2**16: the first steps of a short run would otherwise be skipped as overflows.
+        return torch.amp.GradScaler("cuda", init_scale=2.0**10, enabled=half)
 
     @property
     def folder(self) -> Path:
@@ -93,6 +105,7 @@ class LLMTRSRTrainer(Trainer):
             "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
             "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
             "optimizer": self.optimizer.state_dict(),
+            "loss_scaler": self.loss_scaler.state_dict(),
             "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
             "cuda_rng": [cuda for _, cuda in rng_states],
         }
@@ -106,6 +119,8 @@ class LLMTRSRTrainer(Trainer):
         checkpoint.load_adapter(self.model.llm, folder / checkpoint.LAST)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("loss_scaler") and self.loss_scaler.is_enabled():
+                self.loss_scaler.load_state_dict(state["loss_scaler"])
             self.start_epoch, self.resume_batches = state["epoch"], state["batches_done"]
             self.resume_loss, self.cur_step = state["epoch_loss"], state["cur_step"]
             self.best_valid_score = state["best_valid_score"]
@@ -228,19 +243,21 @@ class LLMTRSRTrainer(Trainer):
                 with self.gradient_average(now=step_now and index == len(parts) - 1) as touch_all:
                     loss = loss_func(part.to(self.device))
                     self._check_nan(loss)
-                    (loss * share / self.accumulation + touch_all).backward()
+                    self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
                 batch_loss += loss.item() * share
             if step_now and not parts:  # this rank has no example in the batch, but the others wait for its part
                 with self.gradient_average(now=True) as touch_all:
                     if torch.is_tensor(touch_all):
-                        touch_all.backward()
+                        self.loss_scaler.scale(touch_all).backward()
             total_loss += batch_loss
             log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
             if not step_now:
                 continue
             if self.clip_grad_norm:
+                self.loss_scaler.unscale_(self.optimizer)
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
-            self.optimizer.step()
+            self.loss_scaler.step(self.optimizer)  # skipped, with a smaller scale after, when a gradient overflowed
+            self.loss_scaler.update()
             self.optimizer.zero_grad()
             steps += 1
             if show_progress:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import functools
 
 from recbole.data import create_dataset
-from recbole.utils import init_seed
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.processes import run_processes
+from recbole_trsr.seeding import seed_everything
 from recbole_trsr.summary.dataset import HISTORY_END, LLMTRSRDataset
 from recbole_trsr.summary.factory import open_store, store_path
 from recbole_trsr.summary.share import SummaryShare, processes
 
 
 def summary_dataset(config) -> LLMTRSRDataset:
-    init_seed(config["seed"], config["reproducibility"])
+    seed_everything(config)
     dataset = create_dataset(config)
     if not isinstance(dataset, LLMTRSRDataset):
         raise UserInputError(f"model {config['model']} has no preference summaries (use --model=LLMTRSR)")
