@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +50,25 @@ def test_results_repeat_under_the_same_seed(tiny_overrides):
     second = run_comparison(["GRU4Rec"], "tiny", overrides=tiny_overrides)
     for one, two in zip(first, second, strict=True):
         assert one.test_result == two.test_result
+
+
+@pytest.mark.parametrize(
+    ("device", "reproducibility", "deterministic"), [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)]
+)
+def test_reproducibility_takes_deterministic_kernels_on_a_gpu(monkeypatch, device, reproducibility, deterministic):
+    # RecBole's cuDNN flags left the atomic adds of gather's backward in place: the same seed gave GRU4Rec other
+    # metrics on an H100. The CPU keeps torch's default kernels (and speed).
+    import torch
+
+    from recbole_trsr.seeding import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        seed_everything({"seed": 3, "reproducibility": reproducibility, "device": torch.device(device)})
+        assert torch.are_deterministic_algorithms_enabled() == deterministic
+        assert ("CUBLAS_WORKSPACE_CONFIG" in os.environ) == deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def test_command_prints_and_writes_the_table(capsys, tiny_overrides):
