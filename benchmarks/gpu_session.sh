@@ -8,9 +8,10 @@
 # Everything comes back under $OUT (at most 8 files): session.log (every step's output, in order), the JSON of
 # each benchmark and the suite's JUnit XML. Steps, in the order of what the issues need most:
 #   1. the test suite on CUDA in 16 workers, each test's outcome (and a failure's traceback) in the log as it runs
-#   2. scoring in float16 (the GPU default) and bfloat16: candidates/s, the matmul rate, max |shared - full prompt|
-#   3. summaries: generated tokens/s at batch sizes 64 and 128 on real block prompts
-#   4. training rows/s of LLMTRSR and SASRec, 1 process against 2 on the one GPU (issue 14's GPU figure)
+#   2. scoring in float16 (the GPU default): candidates/s, the matmul rate, max |shared prefix - full prompt|
+#   3. LLMTRSR training: rows/s in steady state, and the operators that take the GPU's time
+#   4. summaries: generated tokens/s at batch sizes 64 and 128 on real block prompts
+#   5. training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
 set -u
 cd "$(dirname "$0")/.."
@@ -36,22 +37,23 @@ step() {
   python3 -c "import pytest; print('pytest', pytest.__version__)" || echo "no pytest on this machine: step 1 cannot run"
 } >>"$log" 2>&1
 
-# The summaries made here beside the carried data (default model, amazon-scientific), so that step 4 trains at once.
+# The summaries made here beside the carried data (default model, amazon-scientific), so that steps 3 and 5 train at once.
 mkdir -p /tmp/gpu-session-saved
 [ -f .gpu/3/summaries.sqlite ] && cp .gpu/3/summaries.sqlite /tmp/gpu-session-saved/
 # The default model converted once, before 16 test workers would each convert it.
 python3 -c "from recbole_trsr.llm.loading import load_llm; load_llm()" >>"$log" 2>&1
 # The suite first: whether the GPU path is correct is what the issue asks most. The GPU image has pytest-xdist.
 # Each failure's traceback goes into the log as it happens (tests/conftest.py), since the box may cut the summary.
-RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 190 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
+RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 170 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
   --junitxml="$out/suite.xml" tests
 step scoring-fp16 35 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 --users 64 --users-per-batch 16 \
   --output "$out/scoring-fp16.json"
-step scoring-bf16 35 python3 benchmarks/scoring_speed.py --device cuda --dtype bf16 --users 64 --users-per-batch 16 \
-  --output "$out/scoring-bf16.json"
+# LoRA training ran at 4.5 rows/s on an H100 (2026-11-27) against 300 asked: where its time goes, by operator.
+step training-profile 75 python3 benchmarks/training_profile.py --train_users 20 --profile \
+  --checkpoint_dir /tmp/gpu-session-saved --output "$out/training.json"
 # Batch 16 alone took over 85 s for 256 prompts (2026-11-27): the large batches only, on fewer prompts.
 step generation 60 python3 benchmarks/generation_speed.py --batch-sizes 64 128 --prompts 128 --single-prompts 0 \
   --output "$out/generation.json"
-step ddp-training 160 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models LLMTRSR,SASRec \
+step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
   --checkpoint_dir /tmp/gpu-session-saved
 echo "=== done $(date -u)" >>"$log"
