@@ -17,6 +17,7 @@ from recbole.utils import InputType
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
+from recbole_trsr.llm.device_batches import summary_batch_size
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
@@ -43,6 +44,7 @@ class LLMTRSR(SequentialRecommender):
     def check_config(config) -> None:
         """The models this config loads exist, checked before any model of a comparison trains."""
         check_templates(config)
+        summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_trsr.item_text import capped_texts
+from recbole_trsr.llm.device_batches import summary_batch_size
 from recbole_trsr.llm.generation import GenerationSettings
 from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
@@ -15,18 +16,18 @@ from recbole_trsr.summary.summarizer import Summarizer
 
 
 def build_summarizer(config, item_texts) -> Summarizer:
+    spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
+    server = config["summary_backend"] == "server"
+    model, tokenizer = (None, load_tokenizer(spec)) if server else load_llm(spec)
     settings = GenerationSettings(
         max_new_tokens=config["summary_max_new_tokens"],
-        batch_size=config["summary_batch_size"],
+        batch_size=summary_batch_size(config, model),
         use_chat_template=config["summary_chat_template"] is not False,
     )
-    spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
-    if config["summary_backend"] == "server":
-        tokenizer = load_tokenizer(spec)  # only to cap item texts the way the served model counts
+    if server:  # the tokenizer only caps item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
         backend = OpenAICompatibleBackend(config["summary_server_url"], name, settings)
     else:
-        model, tokenizer = load_llm(spec)
         name = spec.path + (f"/{spec.gguf_file}" if spec.gguf_file else "")
         backend = TransformersBackend(model, tokenizer, settings, name)
         backend.spec = spec

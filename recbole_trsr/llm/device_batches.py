@@ -1,0 +1,57 @@
+"""Batch sizes that follow the device: the CPU's measured best, or what a GPU's free memory holds."""
+
+from __future__ import annotations
+
+import torch
+
+from recbole_trsr.errors import UserInputError
+
+# 4.6x the tokens/s of batch 1 on 2 CPU cores (benchmarks/RESULTS.md, 2026-11-24).
+CPU_GENERATION_BATCH = 16
+# On an H100 the default model generated 374 tokens/s at batch 16 and 2,352 at 256 (issue 13's measurement); larger
+# batches are not measured yet.
+GPU_GENERATION_BATCH_CAP = 256
+# The rest of the free memory is left to prefill activations, the logits and other processes on the GPU.
+MEMORY_SHARE = 0.5
+
+
+def kv_cache_bytes_per_token(model_config, dtype: torch.dtype) -> int:
+    """Keys and values of one token over all layers (grouped-query attention keeps fewer heads)."""
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
+    return 2 * model_config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def generation_batch_size(device_type: str, free_bytes: int, bytes_per_sequence: int) -> int:
+    if device_type != "cuda":
+        return CPU_GENERATION_BATCH
+    fits = int(free_bytes * MEMORY_SHARE // max(1, bytes_per_sequence))
+    return max(1, min(GPU_GENERATION_BATCH_CAP, fits))
+
+
+def summary_sequence_tokens(config, context_window: int) -> int:
+    """The longest summary prompt and its answer, bounded from the settings: a block of capped item texts, or the
+    merge of ``max_blocks`` summaries, with room for the template."""
+    new_tokens = config["summary_max_new_tokens"]
+    item_tokens = config["item_max_tokens"]
+    block = config["block_size"] * item_tokens if item_tokens else context_window
+    merge = config["max_blocks"] * new_tokens
+    return min(context_window, max(block, merge) + 256 + new_tokens)
+
+
+def summary_batch_size(config, model=None) -> int:
+    """``summary_batch_size`` as given, or for ``auto`` the device's (see generation_batch_size). Without a model
+    (a server generates), ``auto`` is the CPU's: the batch is then only how many summaries are committed at once."""
+    value = config["summary_batch_size"]
+    if value != "auto":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserInputError(f"summary_batch_size must be a positive whole number or auto, not {value!r}")
+        return value
+    if model is None:
+        return CPU_GENERATION_BATCH
+    weights = next(model.parameters())
+    free = torch.cuda.mem_get_info(weights.device)[0] if weights.device.type == "cuda" else 0
+    window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    per_sequence = kv_cache_bytes_per_token(model.config, weights.dtype) * summary_sequence_tokens(config, window)
+    return generation_batch_size(weights.device.type, free, per_sequence)
