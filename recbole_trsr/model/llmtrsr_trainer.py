@@ -70,7 +70,7 @@ class LLMTRSRTrainer(Trainer):
             raise UserInputError(
                 "llm_dtype float16 cannot train float16 weights (finetune full): set llm_dtype to bfloat16 or float32"
             )
-        # 2**10, not torch's 2**16: the first steps of a short run would otherwise be skipped as overflows.
+        # 2**10, not torch's 2**16: a short run could otherwise spend its first steps skipped as overflows.
         return torch.amp.GradScaler("cuda", init_scale=2.0**10, enabled=half)
 
     @property
