@@ -14,7 +14,7 @@ from recbole_trsr.errors import UserInputError
 PLACEHOLDERS = {
     "summary_section_template": {"summary"},
     "recent_section_template": {"items"},
-    "candidate_template": {"item", "popularity"},
+    "candidate_template": {"item", "popularity", "together"},
     "summary_block_template": {"items"},
     "summary_update_template": {"summary", "items"},
     "summary_merge_template": {"summaries"},
@@ -31,11 +31,15 @@ def check_text(key: str, value) -> None:
         )
 
 
+def placeholders(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
 def check_template(key: str, template) -> None:
     """A one-line error if ``template`` is not text or uses a placeholder its key does not take."""
     check_text(key, template)
     try:
-        names = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        names = placeholders(template)
     except ValueError as error:
         reason = f"{error} (write {{{{ and }}}} for braces)"
         raise UserInputError(f"{key} '{template}' is not a valid template: {reason}") from None

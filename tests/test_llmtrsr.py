@@ -192,9 +192,10 @@ def test_an_unknown_preset(capsys, tiny_llm_overrides):
     assert "unknown preset 'papr'; presets: paper" in capsys.readouterr().err
 
 
-def test_the_candidate_can_show_its_popularity_in_the_training_split_only(tiny_llm_overrides):
-    """{popularity}: the candidate's interactions in every user's training part (what the baselines learn from),
-    whatever LLMTRSR's own training budget; the validation and test items of each user are not counted."""
+def test_the_candidate_can_show_its_counts_in_the_other_users_training_parts(tiny_llm_overrides):
+    """{popularity}: the candidate's interactions in every other user's training part (what the baselines learn
+    from), whatever LLMTRSR's own training budget; the validation and test items of each user are not counted.
+    {together}: the other users whose training part holds the candidate and one of the prompt's recent items."""
     import collections
     from pathlib import Path
 
@@ -203,19 +204,31 @@ def test_the_candidate_can_show_its_popularity_in_the_training_split_only(tiny_l
 
     from recbole_trsr.runner import build_config, prepare_data
 
-    template = "' {item} (bought {popularity} times)\\nAnswer:'"  # as --candidate_template= takes it
+    template = "' {item} (bought {popularity} times, {together} with the recent items)\\nAnswer:'"  # as --key= takes it
     overrides = {**tiny_llm_overrides, "summary_mode": "none", "train_users": "5", "candidate_template": template}
     config = build_config("LLMTRSR", "tiny", overrides=overrides)
     train_data, _, test_data = prepare_data(config, create_dataset(config))
     model = config.model_class(config, train_data._dataset)
     inter = pd.read_csv(Path(config["data_path"]) / "tiny.inter", sep="\t")
     inter.columns = ["user", "item", "time"]
-    expected = collections.Counter(
-        item for _, history in inter.sort_values("time").groupby("user") for item in history["item"].tolist()[:-2]
-    )
+    parts = {user: history["item"].tolist()[:-2] for user, history in inter.sort_values("time").groupby("user")}
     split = test_data._dataset
-    for item_id in range(1, split.item_num):
-        token = split.id2token("item_id", item_id)
-        shown = model.tokenizer.decode(model.suffix_ids(item_id))
-        assert shown.endswith(f"(bought {expected[token]} times)\nAnswer:"), (token, shown)
-    assert len(set(expected.values())) > 1  # the counts differ between items: the test can tell them apart
+    users, ends = split.inter_feat["user_id"].tolist(), split.inter_feat["history_end"].long().tolist()
+    shown_counts = set()
+    for user_id, end in list(zip(users, ends, strict=True))[:4]:
+        user = split.id2token("user_id", user_id)
+        others = [part for other, part in parts.items() if other != user]
+        popularity = collections.Counter(item for part in others for item in part)
+        recent = {split.id2token("item_id", item) for item in split.prompt_parts(user_id, end)[1]}
+        _, suffixes = model.request(user_id, end, list(range(1, split.item_num)))
+        for item_id, suffix in enumerate(suffixes, start=1):
+            token = split.id2token("item_id", item_id)
+            together = sum(token in part and recent_item in part for part in others for recent_item in recent - {token})
+            shown = model.tokenizer.decode(suffix)
+            assert shown.endswith(f"(bought {popularity[token]} times, {together} with the recent items)\nAnswer:"), (
+                user,
+                token,
+                shown,
+            )
+            shown_counts.add((popularity[token], together))
+    assert len({p for p, _ in shown_counts}) > 1 and len({t for _, t in shown_counts}) > 1  # the test can tell

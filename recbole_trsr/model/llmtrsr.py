@@ -24,7 +24,7 @@ from recbole_trsr.llm.scoring import YesNoScorer, pad
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
 from recbole_trsr.summary.prompts import numbered
-from recbole_trsr.templates import check_templates
+from recbole_trsr.templates import check_templates, placeholders
 
 INSTRUCTION = (
     "Given a preference summary of the user, and information related to the historical items the user has "
@@ -107,7 +107,8 @@ class LLMTRSR(SequentialRecommender):
         self.recent_numbered = config["recent_numbered"] is not False
         self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
         self.capped_text = capped_texts(dataset.item_texts, self.tokenizer, config["item_max_tokens"])
-        self._suffixes: dict[int, list[int]] = {}  # an item's suffix is the same in every prompt
+        self.candidate_fields = placeholders(self.templates["candidate"])
+        self._suffixes: dict[tuple[int, int, int], list[int]] = {}  # (item, popularity, together) -> token ids
         shortest = len(self.fitter.encode(self.templates["instruction"] + self.candidate_text("x")))
         if shortest >= self.fitter.max_tokens:
             raise UserInputError(
@@ -120,11 +121,10 @@ class LLMTRSR(SequentialRecommender):
     def item_text(self, item_id: int) -> str:
         return self.capped_text(str(self.texts.field2id_token[self.ITEM_ID][item_id]))
 
-    def candidate_text(self, text: str, popularity: int = 0) -> str:
-        return self.templates["candidate"].format(item=text, popularity=popularity)
+    def candidate_text(self, text: str, popularity: int = 0, together: int = 0) -> str:
+        return self.templates["candidate"].format(item=text, popularity=popularity, together=together)
 
-    def prefix_ids(self, user: int, history_end: int, longest_suffix: int) -> list[int]:
-        summary, recent = self.texts.prompt_parts(user, history_end)
+    def prefix_ids(self, summary: str, recent: list[int], longest_suffix: int) -> list[int]:
         summary = summary or self.missing_summary
         recent = [self.item_text(item) for item in recent]
         sections = [Section(self.templates["instruction"])]
@@ -136,16 +136,24 @@ class LLMTRSR(SequentialRecommender):
         sections.append(Section(self.templates["next_item"]))
         return self.fitter.fit_prefix(sections, longest_suffix)
 
-    def suffix_ids(self, item_id: int) -> list[int]:
-        if item_id not in self._suffixes:
-            text = self.candidate_text(self.item_text(item_id), int(self.texts.item_popularity[item_id]))
-            self._suffixes[item_id] = self.fitter.encode(text)
-        return self._suffixes[item_id]
+    def suffixes_ids(self, user: int, recent: list[int], items: list[int]) -> list[list[int]]:
+        """Token ids of each candidate's text, with the counts its template shows for this user."""
+        counts = self.texts.candidate_counts
+        zeros = [0] * len(items)
+        popularity = counts.popularity(user, items).tolist() if "popularity" in self.candidate_fields else zeros
+        together = counts.together(user, recent, items).tolist() if "together" in self.candidate_fields else zeros
+        suffixes = []
+        for key in zip(items, popularity, together, strict=True):
+            if key not in self._suffixes:
+                self._suffixes[key] = self.fitter.encode(self.candidate_text(self.item_text(key[0]), *key[1:]))
+            suffixes.append(self._suffixes[key])
+        return suffixes
 
     def request(self, user: int, history_end: int, items: list[int]) -> tuple[list[int], list[list[int]]]:
         """(prefix ids, suffix ids per item) of one example: what the scorer and the loss take."""
-        suffixes = [self.suffix_ids(item) for item in items]
-        return self.prefix_ids(user, history_end, max(map(len, suffixes))), suffixes
+        summary, recent = self.texts.prompt_parts(user, history_end)
+        suffixes = self.suffixes_ids(user, recent, items)
+        return self.prefix_ids(summary, recent, max(map(len, suffixes))), suffixes
 
     def requests(self, interaction):
         """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from."""

@@ -95,10 +95,10 @@ def show_user(config, token: str) -> str:
     from recbole_trsr.model import LLMTRSR
 
     model = LLMTRSR(config, test)
-    suffix = model.suffix_ids(target)
-    prompt = model.tokenizer.decode(model.prefix_ids(user, end, len(suffix)) + suffix)
+    prefix, (suffix,) = model.request(user, end, [target])
+    prompt = model.tokenizer.decode(prefix + suffix)
     lines += [
-        f"prompt for the test target ({len(model.prefix_ids(user, end, len(suffix))) + len(suffix)} tokens):",
+        f"prompt for the test target ({len(prefix) + len(suffix)} tokens):",
         prompt + model.scorer.verbalizer.yes,
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from recbole_trsr import user_budget
+from recbole_trsr.candidate_counts import CandidateCounts
 from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file, read_header
 from recbole_trsr.errors import UserInputError
@@ -79,7 +80,7 @@ class LLMTRSRDataset(SequentialDataset):
         # The evaluated users and the training budget are cut before the summaries, so that only the users
         # this run trains or evaluates get summaries.
         datasets = user_budget.restrict_evaluation(self.config, super().build())
-        self.item_popularity = self.training_interactions(datasets[0])  # before the budget: all users' training
+        self.candidate_counts = CandidateCounts(self.training_parts(datasets[0]), self.item_num)  # before the budget
         user_budget.restrict_training(self.config, datasets[0])
         limit = positive_count(self.config, user_budget.TRAIN_PREFIXES)
         if limit:
@@ -90,24 +91,21 @@ class LLMTRSRDataset(SequentialDataset):
         if self.config["summary_mode"] != "none":
             self.summaries = self.make_summaries(datasets)
         for dataset in datasets:
-            dataset.item_popularity = self.item_popularity
+            dataset.candidate_counts = self.candidate_counts
             dataset.summaries = self.summaries
             dataset.summary_stats = self.summary_stats
             dataset.loaded_llm = self.loaded_llm
         return datasets
 
-    def training_interactions(self, train) -> np.ndarray:
-        """Each item's interactions in the training split, by item id: every user's items up to their last
-        training target. What the baselines learn popularity from; validation and test items are not counted."""
+    def training_parts(self, train) -> dict[int, np.ndarray]:
+        """Each user's items up to their last training target: what the baselines learn from (validation and
+        test items excluded), for every user of the split, whatever LLMTRSR's own training budget."""
         users = train.inter_feat[self.uid_field].numpy()
         ends = train.inter_feat[HISTORY_END].numpy().astype(int)
         last_target: dict[int, int] = {}
         for user, end in zip(users.tolist(), ends.tolist(), strict=True):
             last_target[user] = max(last_target.get(user, 0), end)
-        counts = np.zeros(self.item_num, dtype=np.int64)
-        for user, end in last_target.items():
-            np.add.at(counts, self.user_sequences[user][: end + 1], 1)
-        return counts
+        return {user: self.user_sequences[user][: end + 1] for user, end in last_target.items()}
 
     def plan(self, user: int, history_end: int):
         config = self.config
