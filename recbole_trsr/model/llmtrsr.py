@@ -8,6 +8,7 @@ prompt's prefix; the candidate and the answer slot are its suffix, scored with a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import torch
@@ -108,7 +109,9 @@ class LLMTRSR(SequentialRecommender):
         self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
         self.capped_text = capped_texts(dataset.item_texts, self.tokenizer, config["item_max_tokens"])
         self.candidate_fields = placeholders(self.templates["candidate"])
-        self._suffixes: dict[tuple[int, int, int], list[int]] = {}  # (item, popularity, together) -> token ids
+        # An item's suffix repeats across prompts; with per-user counts its keys grow with the users, so the cache
+        # is bounded.
+        self.suffix_ids = functools.lru_cache(maxsize=2**16)(self.encode_candidate)
         shortest = len(self.fitter.encode(self.templates["instruction"] + self.candidate_text("x")))
         if shortest >= self.fitter.max_tokens:
             raise UserInputError(
@@ -142,12 +145,10 @@ class LLMTRSR(SequentialRecommender):
         zeros = [0] * len(items)
         popularity = counts.popularity(user, items).tolist() if "popularity" in self.candidate_fields else zeros
         together = counts.together(user, recent, items).tolist() if "together" in self.candidate_fields else zeros
-        suffixes = []
-        for key in zip(items, popularity, together, strict=True):
-            if key not in self._suffixes:
-                self._suffixes[key] = self.fitter.encode(self.candidate_text(self.item_text(key[0]), *key[1:]))
-            suffixes.append(self._suffixes[key])
-        return suffixes
+        return [self.suffix_ids(*key) for key in zip(items, popularity, together, strict=True)]
+
+    def encode_candidate(self, item_id: int, popularity: int, together: int) -> list[int]:
+        return self.fitter.encode(self.candidate_text(self.item_text(item_id), popularity, together))
 
     def request(self, user: int, history_end: int, items: list[int]) -> tuple[list[int], list[list[int]]]:
         """(prefix ids, suffix ids per item) of one example: what the scorer and the loss take."""
