@@ -15,6 +15,8 @@ All three read logits only at the answer position (two vocabulary rows). (b) is 
 candidates and is reported per candidate. The methods and the matmul reference take turns for --rounds
 rounds and each one's fastest round counts, so that a slow spell of a shared machine hits all of them.
 GFLOP/s counts the work each method needs, padding excluded ((b) counts its padding: that is its method).
+With --profile, (c) runs once more under torch.profiler, and its operators by device time are printed (then, on a
+GPU, by host time, with the share of the wall time that the device was busy).
 """
 
 from __future__ import annotations
@@ -150,6 +152,31 @@ def padded_scores(scorer, prompt_ids):
     return torch.cat(scores).cpu()
 
 
+def print_profile(function, device, rows: int = 20) -> None:
+    """The operators of one run of ``function`` by device time (CPU time on a CPU), then by host time on a GPU."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        function()
+        synchronize(device)
+        wall = time.perf_counter() - started
+    averages = profiler.key_averages()
+    print(
+        averages.table(
+            sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=rows
+        )
+    )
+    if device.type == "cuda":
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+        busy = sum(event.self_device_time_total for event in averages) / 1e6
+        print(
+            f"device busy {busy:.3f} s of {wall:.3f} s under the profiler; kernel launches "
+            f"{sum(e.count for e in averages if e.key in ('cudaLaunchKernel', 'cuLaunchKernel'))}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M) or 'qwen2.5-0.5b' (random)")
@@ -162,6 +189,7 @@ def main():
     parser.add_argument("--padded-candidates", type=int, default=3, help="candidates run by method (b)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each method's fastest round counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--profile", action="store_true", help="then run (c) once under torch.profiler: top operators")
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -278,6 +306,8 @@ def main():
     )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
+    if args.profile:
+        print_profile(lambda: [scorer.score_batch(group) for group in groups], device)
     return 0 if math.isfinite(figures["speedup_c_over_a"]) else 1
 
 

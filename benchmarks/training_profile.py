@@ -1,20 +1,24 @@
 """LLMTRSR training rows per second in steady state, and where a training epoch spends its time.
 
     python benchmarks/training_profile.py [--train_users 40] [--dataset amazon-scientific] [--data_path ../shared/data]
-        [--checkpoint_dir saved] [--setting key=value ...] [--profile] [--output figures.json]
+        [--checkpoint_dir saved] [--setting key=value ...] [--profile | --python-profile] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
 sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss
 scaler's first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch.
 With ``--profile`` the second epoch runs under torch.profiler, and the operators that took the most device time
-(CPU time on a CPU) are printed, with the epoch's count of kernel launches: what a GPU waits on. Summaries come
+(CPU time on a CPU) are printed, then those that took the most CPU time, with the epoch's count of kernel launches
+and the share of its wall time that the device was busy: what a GPU waits on. With ``--python-profile`` the second
+epoch runs under cProfile instead, and the Python functions with the most cumulative time are printed. Summaries come
 from the store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -50,7 +54,8 @@ def main() -> None:
     parser.add_argument("--checkpoint_dir", default="saved")
     parser.add_argument("--setting", action="append", default=[], help="key=value for LLMTRSR, repeatable")
     parser.add_argument("--profile", action="store_true", help="run the timed epoch under torch.profiler")
-    parser.add_argument("--top", type=int, default=20, help="operators shown with --profile")
+    parser.add_argument("--python-profile", action="store_true", help="run the timed epoch under cProfile")
+    parser.add_argument("--top", type=int, default=20, help="operators (or functions) shown when profiling")
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
 
@@ -75,7 +80,7 @@ def main() -> None:
     rows = len(train_data._dataset) * (1 + config["train_neg_sample_args"]["sample_num"])
 
     warmup_s = timed_epoch(trainer, train_data, 0)
-    launches = None
+    launches = device_busy_s = None
     if args.profile:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if config["device"].type == "cuda":
@@ -86,7 +91,16 @@ def main() -> None:
         sort_by = "self_cuda_time_total" if config["device"].type == "cuda" else "self_cpu_time_total"
         print(averages.table(sort_by=sort_by, row_limit=args.top))
         if config["device"].type == "cuda":
+            # Host-side calls (launches, copies, synchronisations) by CPU time: what keeps the GPU waiting.
+            print(averages.table(sort_by="self_cpu_time_total", row_limit=args.top))
             launches = sum(event.count for event in averages if event.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+            device_busy_s = sum(event.self_device_time_total for event in averages) / 1e6
+    elif args.python_profile:
+        python_profile = cProfile.Profile()
+        python_profile.enable()
+        seconds = timed_epoch(trainer, train_data, 1)
+        python_profile.disable()
+        pstats.Stats(python_profile).sort_stats("cumulative").print_stats(args.top)
     else:
         seconds = timed_epoch(trainer, train_data, 1)
 
@@ -100,12 +114,14 @@ def main() -> None:
         "epoch_s": seconds,
         "rows_per_s": rows / seconds,
         "kernel_launches": launches,
+        "device_busy_s": device_busy_s,
         "settings": args.setting,
     }
     print(
         f"{figures['device']}, {figures['dtype']}: {rows} rows in {len(train_data)} batches, "
         f"{seconds:.1f} s after a {warmup_s:.1f} s warm-up epoch: {figures['rows_per_s']:.2f} rows/s"
         + (f", {launches} kernel launches" if launches is not None else "")
+        + (f", device busy {device_busy_s:.1f} s of {seconds:.1f}" if device_busy_s is not None else "")
     )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))

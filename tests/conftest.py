@@ -66,6 +66,17 @@ def tiny_overrides(tmp_path, monkeypatch) -> dict:
     return tiny_settings(tmp_path)
 
 
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_runtest_logreport(report):
     """With RECBOLE_TRSR_REPORT_AT_ONCE set, each failure's traceback is printed as it happens: a time-boxed run (the
     GPU session) is cut before pytest's summary at the end, which held every reason."""

@@ -14,6 +14,7 @@ from recbole_trsr.llm.device_batches import (
     kv_cache_bytes_per_token,
     summary_batch_size,
     summary_sequence_tokens,
+    train_examples_per_pass,
 )
 
 SETTINGS = {"summary_max_new_tokens": 128, "item_max_tokens": 64, "block_size": 5, "max_blocks": 5}
@@ -55,3 +56,18 @@ def test_a_bad_summary_batch_size_is_one_line(value):
         UserInputError, match=f"^summary_batch_size must be a positive whole number or auto, not {value!r}$"
     ):
         summary_batch_size({**SETTINGS, "summary_batch_size": value})
+
+
+def test_training_passes_follow_the_device():
+    assert train_examples_per_pass({"train_examples_per_pass": "auto"}, "cpu") == 1  # activations of one example
+    assert train_examples_per_pass({"train_examples_per_pass": "auto"}, "cuda:0") is None  # the whole batch at once
+    assert train_examples_per_pass({"train_examples_per_pass": 3}, "cuda") == 3
+    assert train_examples_per_pass({"train_examples_per_pass": None}, "cpu") is None
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "many", True])
+def test_a_bad_train_examples_per_pass_is_one_line(value):
+    with pytest.raises(
+        UserInputError, match=f"^train_examples_per_pass must be a positive whole number, ~ or auto, not {value!r}$"
+    ):
+        train_examples_per_pass({"train_examples_per_pass": value}, "cpu")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -91,3 +93,25 @@ def test_spec_from_config_with_fallback():
     assert LLMSpec().resolved_dtype() == (torch.float16 if torch.cuda.is_available() else torch.float32)
     with pytest.raises(UserInputError, match="dtype 'fp8'"):
         LLMSpec(dtype="fp8").resolved_dtype()
+
+
+def test_the_gguf_files_own_end_of_turn_token_ends_generation(default_llm, tmp_path):
+    # transformers 5.17 read SmolLM2's EOS as <|im_start|>, so summaries ran on past the end of each answer.
+    _, tokenizer = default_llm
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.eos_token = "<|im_start|>"
+    model = SimpleNamespace(config=SimpleNamespace(), generation_config=SimpleNamespace())
+    loading.take_gguf_special_tokens(loading.default_gguf_path(), tokenizer, model)
+    assert (tokenizer.eos_token, tokenizer.bos_token) == ("<|im_end|>", "<|im_start|>")
+    assert (
+        model.config.eos_token_id
+        == model.generation_config.eos_token_id
+        == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    )
+
+
+@pytest.mark.cuda
+def test_attention_on_a_gpu_builds_no_plan_per_shape(default_llm):
+    # cuDNN's attention plans each new shape (0.65 s a training pass on an H100); flash and memory-efficient do not.
+    model, _ = default_llm
+    assert model.device.type == "cuda" and not torch.backends.cuda.cudnn_sdp_enabled()

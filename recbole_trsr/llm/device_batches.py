@@ -55,3 +55,19 @@ def summary_batch_size(config, model=None) -> int:
     window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     per_sequence = kv_cache_bytes_per_token(model.config, weights.dtype) * summary_sequence_tokens(config, window)
     return generation_batch_size(weights.device.type, free, per_sequence)
+
+
+def train_examples_per_pass(config, device) -> int | None:
+    """``train_examples_per_pass`` as given (None: a whole batch in one pass), or for ``auto`` the device's.
+
+    On a CPU, one example at a time: activations of whole batches took most of the memory of a training run
+    (RESULTS.md, 2026-11-26). A GPU holds a default batch's activations many times over, and every extra pass
+    costs it a round of kernel launches that it waits on: 16 examples in one pass trained 10x the rows/s of
+    one-example passes on an H100 (2026-11-27).
+    """
+    value = config["train_examples_per_pass"]
+    if value == "auto":
+        return 1 if torch.device(device).type == "cpu" else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserInputError(f"train_examples_per_pass must be a positive whole number, ~ or auto, not {value!r}")
+    return value

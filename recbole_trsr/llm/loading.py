@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.attention_kernels import avoid_planned_attention
 from recbole_trsr.memory import keep_freed_memory
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -108,6 +109,11 @@ def require_gguf_package(gguf_path) -> None:
         raise UserInputError(f"loading the GGUF file {gguf_path} needs the 'gguf' package: pip install gguf")
 
 
+# Part of a converted folder's name: a conversion that writes something else (v2: the GGUF's own special tokens)
+# makes a new folder rather than trusting an older one.
+CONVERSION = "v2"
+
+
 def convert_gguf(gguf_path: Path, target: Path) -> Path:
     """De-quantize a GGUF file once into a ``save_pretrained`` folder; a half-written folder never remains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -119,6 +125,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        take_gguf_special_tokens(gguf_path, tokenizer, model)
         # The weights are de-quantized floats now; saving them with the GGUF quantizer attached would fail.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -138,10 +145,33 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     return target
 
 
+def gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
+    """The file's own BOS, EOS and padding token ids (``tokenizer.ggml.<kind>_token_id``), where it has them."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(gguf_path)
+    fields = {kind: reader.get_field(f"tokenizer.ggml.{kind}_token_id") for kind in ("bos", "eos", "pad")}
+    return {kind: int(field.contents()) for kind, field in fields.items() if field is not None}
+
+
+def take_gguf_special_tokens(gguf_path: Path, tokenizer, model) -> None:
+    """Sets the tokenizer's and the model's special tokens to the GGUF file's own.
+
+    transformers 5.17 read SmolLM2's EOS as <|im_start|> (the file says <|im_end|>): generation then ran on past
+    the end of every answer. Later versions read it right; the file decides either way.
+    """
+    ids = gguf_special_token_ids(gguf_path)
+    for kind, token_id in ids.items():
+        setattr(tokenizer, f"{kind}_token", tokenizer.convert_ids_to_tokens(token_id))
+        setattr(model.config, f"{kind}_token_id", token_id)
+        if model.generation_config is not None:
+            setattr(model.generation_config, f"{kind}_token_id", token_id)
+
+
 def converted_folder(gguf_path: Path, cache_dir: str | None) -> Path:
     """The cache folder of a converted GGUF file, converting it on first use."""
     stat = gguf_path.stat()
-    target = cache_root(cache_dir) / "models" / f"{gguf_path.stem}-{stat.st_size}"
+    target = cache_root(cache_dir) / "models" / f"{gguf_path.stem}-{stat.st_size}-{CONVERSION}"
     if not (target / "config.json").is_file():
         convert_gguf(gguf_path, target)
     return target
@@ -208,6 +238,7 @@ def load_llm(spec: LLMSpec | None = None):
         **extra,
     )
     model.to(spec.resolved_device()).eval()
+    avoid_planned_attention(model.device)
     if model.device.type == "cpu":
         keep_freed_memory()
     prepare_tokenizer(tokenizer)

@@ -19,6 +19,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.attention_kernels import avoid_planned_attention
 from recbole_trsr.llm.shared_prefix_attention import (
     SHARED_PREFIX_ATTENTION,
     SuffixLayout,
@@ -127,6 +128,7 @@ class YesNoScorer:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.shared_prefix_attention = supports_shared_prefix_attention(base)
         self.kept_opening: Opening | None = None
+        avoid_planned_attention(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -265,21 +267,25 @@ class YesNoScorer:
         return self._suffix_states_masked(cache, prefix_mask, prefix_lengths, suffix_lists)
 
     def pack(self, rows, prefix_lengths):
-        """Token rows, each a list of (owner, suffix): tokens, positions after the owner's prefix, suffix spans."""
-        device = self.device
+        """Token rows, each a list of (owner, suffix): tokens, positions after the owner's prefix, suffix spans.
+
+        Built on the host and moved in one copy each: a copy per suffix cost a GPU a transfer per candidate.
+        """
         width = max(sum(len(suffix) for _, suffix in row) for row in rows)
-        tokens = torch.full((len(rows), width), self.pad_id, device=device)
-        positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        tokens = [[self.pad_id] * width for _ in rows]
+        positions = [[0] * width for _ in rows]
+        starts = prefix_lengths.tolist()
         spans = []  # (row, start, end) of every suffix, in order
         for row, pieces in enumerate(rows):
             start = 0
             for owner, suffix in pieces:
                 end = start + len(suffix)
-                tokens[row, start:end] = torch.tensor(suffix, device=device)
-                positions[row, start:end] = prefix_lengths[owner] + torch.arange(len(suffix), device=device)
+                tokens[row][start:end] = suffix
+                positions[row][start:end] = range(starts[owner], starts[owner] + len(suffix))
                 spans.append((row, start, end))
                 start = end
-        return tokens, positions, spans
+        device = self.device
+        return torch.tensor(tokens, device=device), torch.tensor(positions, device=device), spans
 
     def _suffix_states(self, cache, prefix_mask, prefix_lengths, suffix_lists) -> torch.Tensor:
         """The suffix pass with ``shared_prefix_attention``: exact work, every user's suffixes in one row.
@@ -311,14 +317,14 @@ class YesNoScorer:
         if len(rows) > len(suffix_lists):
             cache.batch_select_indices(owners)
         tokens, positions, spans = self.pack(rows, prefix_lengths)
-        prefix_width, width = prefix_mask.shape[1], tokens.shape[1]
-        allowed = torch.zeros((len(rows), 1, width, prefix_width + width), dtype=torch.bool, device=device)
-        allowed[:, 0, :, :prefix_width] = prefix_mask.bool()[owners][:, None, :]
-        diagonal = torch.arange(width, device=device)
-        allowed[:, 0, diagonal, prefix_width + diagonal] = True  # padding queries see themselves, never NaN
+        width = tokens.shape[1]
+        # Each suffix sees itself causally, built on the host and copied once (a GPU would take two kernels a
+        # suffix); padding queries see themselves, never NaN.
+        own = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
         for row, start, end in spans:
-            block = allowed[row, 0, start:end, prefix_width + start : prefix_width + end]
-            block.copy_(torch.ones_like(block).tril())
+            own[row, start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+        seen_prefix = prefix_mask.bool()[owners][:, None, None, :].expand(-1, 1, width, -1)
+        allowed = torch.cat([seen_prefix, own.to(device)[:, None]], dim=-1)
         hidden = backbone(
             input_ids=tokens, attention_mask=allowed, position_ids=positions, **{CACHE: cache}
         ).last_hidden_state

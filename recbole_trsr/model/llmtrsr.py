@@ -18,7 +18,8 @@ from recbole.utils import InputType
 
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
-from recbole_trsr.llm.device_batches import summary_batch_size
+from recbole_trsr.llm.attention_kernels import training_attention
+from recbole_trsr.llm.device_batches import summary_batch_size, train_examples_per_pass
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
@@ -46,6 +47,7 @@ class LLMTRSR(SequentialRecommender):
         """The models this config loads exist, checked before any model of a comparison trains."""
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
+        train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
@@ -170,6 +172,10 @@ class LLMTRSR(SequentialRecommender):
     # RecBole's interface ------------------------------------------------------------------------------
 
     def calculate_loss(self, interaction):
+        with training_attention(self.scorer.device):
+            return self.training_loss(interaction)
+
+    def training_loss(self, interaction):
         requests, places = self.requests(interaction)
         labels = interaction[self.label_field].tolist()
         verbalizer = self.scorer.verbalizer

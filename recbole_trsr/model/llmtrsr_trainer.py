@@ -18,9 +18,9 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_trsr import distributed
-from recbole_trsr.config import positive_count
 from recbole_trsr.distributed_trainer import instance_attribute
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.llm.device_batches import train_examples_per_pass
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -40,7 +40,7 @@ class LLMTRSRTrainer(Trainer):
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
-        self.examples_per_pass = positive_count(config, "train_examples_per_pass")
+        self.examples_per_pass = train_examples_per_pass(config, model.scorer.device)
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
         self.loss_scaler = self.build_loss_scaler()
