@@ -166,7 +166,16 @@ class TRSRConfig(Config):
         ranks split the work in distributed_trainer."""
         final = self.final_config_dict
         if "local_rank" not in final:
-            return super()._init_device()
+            super()._init_device()
+        else:
+            self.join_as_rank(final)
+        if final.get("eval_batch_size") == "auto":  # once the device is known
+            from recbole_trsr.llm.device_batches import eval_batch_size
+
+            final["eval_batch_size"] = eval_batch_size("auto", final.get("eval_args"), final["device"])
+
+    def join_as_rank(self, final) -> None:
+        """A process of ``--nproc`` on its device (see _init_device)."""
         final["gpu_id"] = (
             ",".join(map(str, final["gpu_id"])) if isinstance(final["gpu_id"], tuple) else str(final["gpu_id"])
         )

@@ -10,12 +10,15 @@ from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.device_batches import (
     CPU_GENERATION_BATCH,
     GPU_GENERATION_BATCH_CAP,
+    GPU_SCORING_USERS,
+    eval_batch_size,
     generation_batch_size,
     kv_cache_bytes_per_token,
     summary_batch_size,
     summary_sequence_tokens,
     train_examples_per_pass,
 )
+from recbole_trsr.runner import build_config
 
 SETTINGS = {"summary_max_new_tokens": 128, "item_max_tokens": 64, "block_size": 5, "max_blocks": 5}
 
@@ -71,3 +74,24 @@ def test_a_bad_train_examples_per_pass_is_one_line(value):
         UserInputError, match=f"^train_examples_per_pass must be a positive whole number, ~ or auto, not {value!r}$"
     ):
         train_examples_per_pass({"train_examples_per_pass": value}, "cpu")
+
+
+def test_scoring_steps_hold_whole_users_and_more_of_them_on_a_gpu():
+    uni20 = {"mode": {"valid": "uni20", "test": "uni20"}}
+    assert eval_batch_size("auto", uni20, "cpu") == 4 * 21  # the CPU default since 2026-11-24
+    assert eval_batch_size("auto", uni20, "cuda") == GPU_SCORING_USERS * 21
+    assert eval_batch_size("auto", {"mode": {"valid": "uni20", "test": "pop100"}}, "cpu") == 4 * 101
+    assert eval_batch_size(500, uni20, "cuda") == 500
+
+
+def test_auto_eval_batch_size_reaches_recboles_data_loaders(tiny_overrides):
+    config = build_config("LLMTRSR", "tiny", overrides={**tiny_overrides, "eval_batch_size": "auto"})
+    assert config["eval_batch_size"] == (4 if config["device"].type == "cpu" else GPU_SCORING_USERS) * 21
+
+
+@pytest.mark.parametrize("value", [0, "big", 2.5])
+def test_a_bad_eval_batch_size_is_one_line(value):
+    with pytest.raises(
+        UserInputError, match=f"^eval_batch_size must be a positive whole number or auto, not {value!r}$"
+    ):
+        eval_batch_size(value, {}, "cpu")

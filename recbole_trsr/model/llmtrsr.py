@@ -19,7 +19,7 @@ from recbole.utils import InputType
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
-from recbole_trsr.llm.device_batches import summary_batch_size, train_examples_per_pass
+from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
@@ -48,6 +48,7 @@ class LLMTRSR(SequentialRecommender):
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
+        eval_batch_size(config["eval_batch_size"], config["eval_args"], "cpu")
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
