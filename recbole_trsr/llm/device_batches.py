@@ -74,8 +74,9 @@ def train_examples_per_pass(config, device) -> int | None:
 
 
 # Users per scoring step for eval_batch_size: auto. On a CPU, 4 (the measured default since 2026-11-24). On a GPU a
-# step launches the same kernels for 4 users as for 64, and 64 users' prefixes (~600 tokens) and candidates keep
-# their explicit attention scores within ~2 GB in float32: 16 users per step scored 2,214 candidates/s on an H100.
+# step launches the same kernels for 4 users as for 64 (16 users a step scored 2,214 candidates/s on an H100, far
+# below its compute), and by estimate 64 users' prefixes (~600 tokens) and candidates keep their explicit attention
+# scores within ~2 GB in float32. Not yet measured at 64 (benchmarks/gpu_session.sh does).
 CPU_SCORING_USERS, GPU_SCORING_USERS = 4, 64
 
 
