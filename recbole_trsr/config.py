@@ -135,6 +135,16 @@ class TRSRConfig(Config):
         preset = self._overrides.get("preset")
         files = property_files(model_class.__name__, dataset, preset) + list(config_file_list or [])
         super().__init__(model=model_class, dataset=dataset, config_file_list=files)
+        if self.final_config_dict.get("eval_batch_size") == "auto":  # RecBole has read the device and eval modes
+            from recbole_trsr.llm.device_batches import eval_batch_size
+
+            per_user = self.candidates_per_user()
+            self.final_config_dict["eval_batch_size"] = eval_batch_size("auto", per_user, self["device"])
+
+    def candidates_per_user(self) -> int:
+        """Rows of one user in a sampled evaluation, from RecBole's reading of eval_args (21 when not sampled)."""
+        counts = [self[f"{phase}_neg_sample_args"]["sample_num"] for phase in ("valid", "test")]
+        return max((count + 1 for count in counts if isinstance(count, int)), default=21)
 
     def _load_cmd_line(self):
         return self._convert_config_dict(dict(self._overrides))
@@ -166,16 +176,7 @@ class TRSRConfig(Config):
         ranks split the work in distributed_trainer."""
         final = self.final_config_dict
         if "local_rank" not in final:
-            super()._init_device()
-        else:
-            self.join_as_rank(final)
-        if final.get("eval_batch_size") == "auto":  # once the device is known
-            from recbole_trsr.llm.device_batches import eval_batch_size
-
-            final["eval_batch_size"] = eval_batch_size("auto", final.get("eval_args"), final["device"])
-
-    def join_as_rank(self, final) -> None:
-        """A process of ``--nproc`` on its device (see _init_device)."""
+            return super()._init_device()
         final["gpu_id"] = (
             ",".join(map(str, final["gpu_id"])) if isinstance(final["gpu_id"], tuple) else str(final["gpu_id"])
         )

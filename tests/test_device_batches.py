@@ -77,16 +77,17 @@ def test_a_bad_train_examples_per_pass_is_one_line(value):
 
 
 def test_scoring_steps_hold_whole_users_and_more_of_them_on_a_gpu():
-    uni20 = {"mode": {"valid": "uni20", "test": "uni20"}}
-    assert eval_batch_size("auto", uni20, "cpu") == 4 * 21  # the CPU default since 2026-11-24
-    assert eval_batch_size("auto", uni20, "cuda") == GPU_SCORING_USERS * 21
-    assert eval_batch_size("auto", {"mode": {"valid": "uni20", "test": "pop100"}}, "cpu") == 4 * 101
-    assert eval_batch_size(500, uni20, "cuda") == 500
+    assert eval_batch_size("auto", 21, "cpu") == 4 * 21  # the CPU default since 2026-11-24
+    assert eval_batch_size("auto", 21, "cuda") == GPU_SCORING_USERS * 21
+    assert eval_batch_size(500, 21, "cuda") == 500
 
 
 def test_auto_eval_batch_size_reaches_recboles_data_loaders(tiny_overrides):
     config = build_config("LLMTRSR", "tiny", overrides={**tiny_overrides, "eval_batch_size": "auto"})
     assert config["eval_batch_size"] == (4 if config["device"].type == "cpu" else GPU_SCORING_USERS) * 21
+    mixed = {**tiny_overrides, "eval_batch_size": "auto", "eval_args": "{'mode': {'valid': 'uni20', 'test': 'pop100'}}"}
+    config = build_config("LLMTRSR", "tiny", overrides=mixed)
+    assert config["eval_batch_size"] == (4 if config["device"].type == "cpu" else GPU_SCORING_USERS) * 101
 
 
 @pytest.mark.parametrize("value", [0, "big", 2.5])
@@ -94,4 +95,4 @@ def test_a_bad_eval_batch_size_is_one_line(value):
     with pytest.raises(
         UserInputError, match=f"^eval_batch_size must be a positive whole number or auto, not {value!r}$"
     ):
-        eval_batch_size(value, {}, "cpu")
+        eval_batch_size(value, 21, "cpu")

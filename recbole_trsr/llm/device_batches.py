@@ -80,19 +80,11 @@ def train_examples_per_pass(config, device) -> int | None:
 CPU_SCORING_USERS, GPU_SCORING_USERS = 4, 64
 
 
-def candidates_per_user(eval_args) -> int:
-    """Rows of one user in a sampled evaluation (the target and N negatives of uniN or popN; 21 otherwise)."""
-    mode = (eval_args or {}).get("mode", "full")
-    modes = mode.values() if isinstance(mode, dict) else [mode]
-    sampled = [int(m[3:]) + 1 for m in modes if isinstance(m, str) and m[:3] in ("uni", "pop") and m[3:].isdigit()]
-    return max(sampled, default=21)
-
-
-def eval_batch_size(value, eval_args, device) -> int:
+def eval_batch_size(value, candidates_per_user: int, device) -> int:
     """``eval_batch_size`` as given, or for ``auto`` whole users' candidates: 4 users on a CPU, 64 on a GPU."""
     if value != "auto":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"eval_batch_size must be a positive whole number or auto, not {value!r}")
         return value
     users = CPU_SCORING_USERS if torch.device(device).type == "cpu" else GPU_SCORING_USERS
-    return users * candidates_per_user(eval_args)
+    return users * candidates_per_user

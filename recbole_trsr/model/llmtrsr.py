@@ -48,7 +48,7 @@ class LLMTRSR(SequentialRecommender):
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
-        eval_batch_size(config["eval_batch_size"], config["eval_args"], "cpu")
+        eval_batch_size(config["eval_batch_size"], 21, "cpu")  # auto is resolved by now; a given value is checked
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
