@@ -3,8 +3,8 @@ each model trained on, its cost and its candidate fingerprint, written as markdo
 
 All rows of a comparison are scored on the same users and candidates (the fingerprint shows it), so the
 per-user values pair up: intervals come from one bootstrap over users shared by all rows, and each row is
-tested against the best baseline (the RecBole model with the highest mean of the first significance metric)
-with a Wilcoxon signed-rank test on the per-user differences.
+tested against the best baseline (the RecBole model, or CountRank, with the highest mean of the first significance
+metric) with a Wilcoxon signed-rank test on the per-user differences.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Row:
     """One model's line in a comparison: its per-user test values and the facts about its run."""
 
     model: str
-    baseline: bool  # a RecBole model: a candidate reference for the paired tests
+    baseline: bool  # a RecBole model or CountRank: a candidate reference for the paired tests
     per_user: pd.DataFrame  # column 'user', then one column per metric, e.g. 'ndcg@10'
     facts: dict
 

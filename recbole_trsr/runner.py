@@ -69,8 +69,12 @@ class ModelRun:
             "peak_cuda_mb": round(self.peak_cuda_mb) if self.peak_cuda_mb else None,
             "candidates": self.candidates.digest(),
         }
-        baseline = self.config["model"] not in plugin_model_names()
-        return Row(self.model, baseline, self.per_user, facts)
+        return Row(self.model, is_baseline(self.config), self.per_user, facts)
+
+
+def is_baseline(config) -> bool:
+    """A reference for the paired tests: RecBole's models, and plugin models without an LLM that say so."""
+    return config["model"] not in plugin_model_names() or getattr(config.model_class, "comparison_baseline", False)
 
 
 def start_model_logger(config) -> None:
@@ -157,7 +161,8 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         test_seconds = time.perf_counter() - started
     logger.info(f"test result: {dict(test_result)}")
     epochs = len(trainer.train_loss_dict)
-    train_users, train_examples = training_size(train_data) if epochs else (0, 0)
+    learned = epochs or is_baseline(config)  # CountRank counts over the training split without an epoch
+    train_users, train_examples = training_size(train_data) if learned else (0, 0)
     return ModelRun(
         model=label or config["model"],
         test_result=dict(test_result),
