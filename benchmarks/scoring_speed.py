@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recbole_trsr  # noqa: E402,F401
+from benchmarks.profiling import profiled  # noqa: E402
 from recbole_trsr.item_text import ItemTexts  # noqa: E402
 from recbole_trsr.llm.loading import LLMSpec, load_llm  # noqa: E402
 from recbole_trsr.llm.random_models import QWEN25_05B, random_causal_lm  # noqa: E402
@@ -153,27 +154,12 @@ def padded_scores(scorer, prompt_ids):
 
 
 def print_profile(function, device, rows: int = 20) -> None:
-    """The operators of one run of ``function`` by device time (CPU time on a CPU), then by host time on a GPU."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profiler:
-        started = time.perf_counter()
-        function()
-        synchronize(device)
-        wall = time.perf_counter() - started
-    averages = profiler.key_averages()
-    print(
-        averages.table(
-            sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=rows
-        )
-    )
-    if device.type == "cuda":
-        print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
-        busy = sum(event.self_device_time_total for event in averages) / 1e6
+    """The operators of one run of ``function``, and on a GPU how busy the device was over its wall time."""
+    profile = profiled(function, device, rows)
+    if profile.device_busy_s is not None:
         print(
-            f"device busy {busy:.3f} s of {wall:.3f} s under the profiler; kernel launches "
-            f"{sum(e.count for e in averages if e.key in ('cudaLaunchKernel', 'cuLaunchKernel'))}"
+            f"device busy {profile.device_busy_s:.3f} s of {profile.wall_s:.3f} s under the profiler; "
+            f"kernel launches {profile.kernel_launches}"
         )
 
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recbole.data import create_dataset  # noqa: E402
 from recbole.utils import get_trainer  # noqa: E402
 
+from benchmarks.profiling import profiled  # noqa: E402
 from recbole_trsr.runner import build_config, prepare_data  # noqa: E402
 from recbole_trsr.seeding import seed_everything  # noqa: E402
 
@@ -82,19 +83,8 @@ def main() -> None:
     warmup_s = timed_epoch(trainer, train_data, 0)
     launches = device_busy_s = None
     if args.profile:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if config["device"].type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as profiler:
-            seconds = timed_epoch(trainer, train_data, 1)
-        averages = profiler.key_averages()
-        sort_by = "self_cuda_time_total" if config["device"].type == "cuda" else "self_cpu_time_total"
-        print(averages.table(sort_by=sort_by, row_limit=args.top))
-        if config["device"].type == "cuda":
-            # Host-side calls (launches, copies, synchronisations) by CPU time: what keeps the GPU waiting.
-            print(averages.table(sort_by="self_cpu_time_total", row_limit=args.top))
-            launches = sum(event.count for event in averages if event.key in ("cudaLaunchKernel", "cuLaunchKernel"))
-            device_busy_s = sum(event.self_device_time_total for event in averages) / 1e6
+        profile = profiled(lambda: timed_epoch(trainer, train_data, 1), config["device"], args.top)
+        seconds, launches, device_busy_s = profile.result, profile.kernel_launches, profile.device_busy_s
     elif args.python_profile:
         python_profile = cProfile.Profile()
         python_profile.enable()
