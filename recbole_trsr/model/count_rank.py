@@ -24,6 +24,8 @@ def sequential_training_parts(dataset, uid_field: str, item_seq_field: str, item
     lengths = feat[item_seq_len_field].numpy()
     targets = feat[iid_field].numpy()
     first_items = feat[item_seq_field][:, 0].numpy()
+    if not len(users):
+        return {}
     order = np.lexsort((lengths, users))
     users, targets, first_items = users[order], targets[order], first_items[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
