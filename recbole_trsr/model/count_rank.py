@@ -39,7 +39,7 @@ def sequential_training_parts(dataset, uid_field: str, item_seq_field: str, item
 class CountRank(SequentialRecommender):
     """Ranks candidates by ``{together}`` over the ``recent_k`` most recent items, then by ``{popularity}``, both
     counted over the other users' training parts exactly as LLMTRSR's prompt counts them. Ties are broken by a
-    seeded hash of user and item, not by the candidates' order (RecBole puts the positive first)."""
+    seeded hash of user and item, not by the order in which RecBole lists the candidates."""
 
     input_type = InputType.POINTWISE
     comparison_baseline = True  # a recommender without an LLM: a reference for LLMTRSR's paired tests
