@@ -13,7 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_trsr.candidate_counts import CandidateCounts
-from recbole_trsr.model.random_rank import RandomRankTrainer
+from recbole_trsr.model.random_rank import UntrainedTrainer
 
 
 def sequential_training_parts(dataset, uid_field: str, item_seq_field: str, item_seq_len_field: str, iid_field: str):
@@ -90,7 +90,6 @@ class CountRank(SequentialRecommender):
         return torch.from_numpy(np.stack(scores)).to(self.device)
 
 
-class CountRankTrainer(RandomRankTrainer):
-    """Nothing to learn: the counts are taken from the training split when the model is built."""
-
-    splits_evaluation = True  # scores depend on the user and the item only, so ranks may score their own share
+class CountRankTrainer(UntrainedTrainer):
+    """Nothing to learn: the counts are taken from the training split when the model is built. Its scores depend on
+    the user and the item only, so on several ranks each scores its own share of the batches."""

@@ -33,13 +33,15 @@ class RandomRank(SequentialRecommender):
         return torch.rand(len(interaction), self.n_items, generator=self.generator).to(self.device)
 
 
-class RandomRankTrainer(Trainer):
-    """Nothing to learn: ``fit`` trains no epoch and ``evaluate`` never looks for a checkpoint."""
-
-    splits_evaluation = False  # on several ranks each scores every batch: the scores follow one generator
+class UntrainedTrainer(Trainer):
+    """For models with nothing to learn: ``fit`` trains no epoch and ``evaluate`` never looks for a checkpoint."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         return self.best_valid_score, self.best_valid_result
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+class RandomRankTrainer(UntrainedTrainer):
+    splits_evaluation = False  # on several ranks each scores every batch: the scores follow one generator
