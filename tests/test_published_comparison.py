@@ -1,0 +1,54 @@
+"""The README's fair comparison ships with its per-user values (benchmarks/published/). A variant tested today must
+pair with it: the same users and candidates, and a model that trains nothing gives back its published values, user
+by user. If the split, the candidate sampling or the user hash changes, this fails and the table must be re-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recbole_trsr.cli import main
+from tests.conftest import SHARED_DATA
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "benchmarks" / "published" / "comparison-amazon-scientific-300.csv"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (SHARED_DATA / "amazon-scientific").is_dir(), reason="../shared/data/amazon-scientific is not there"
+    ),
+]
+
+
+def per_user(table: Path, model: str) -> pd.DataFrame:
+    users = pd.read_csv(str(table)[: -len(".csv")] + "-users.csv", dtype={"user": str})
+    return users[users["model"] == model].drop(columns="model").sort_values("user").reset_index(drop=True)
+
+
+def test_a_run_of_today_pairs_with_the_published_comparison(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    arguments = [
+        "--model=CountRank",
+        f"--add_to={PUBLISHED}",
+        "--dataset=amazon-scientific",
+        f"--data_path={SHARED_DATA}",
+        "--eval_users=300",
+        f"--output_dir={tmp_path / 'outputs'}",
+        f"--checkpoint_dir={tmp_path / 'saved'}",
+        "--show_progress=False",
+        "--state=WARNING",
+    ]
+    assert main(arguments) == 0, capsys.readouterr().err
+    (joined,) = (tmp_path / "outputs").glob("comparison-amazon-scientific-*[0-9].csv")
+    published_rows = pd.read_csv(PUBLISHED)
+    joined_rows = pd.read_csv(joined)
+    assert joined_rows["model"].tolist() == published_rows["model"].tolist()  # rerun rows replace theirs in place
+    assert joined_rows["candidates"].nunique() == 1
+    assert {"SASRec", "GRU4Rec", "LLMTRSR"} <= set(published_rows["model"])
+    # CountRank reads the training split and RandomRank only the candidates: both repeat exactly.
+    for model in ("CountRank", "RandomRank"):
+        published, today = per_user(PUBLISHED, model), per_user(joined, model)
+        assert len(today) == 300
+        pd.testing.assert_frame_equal(today, published, check_exact=False, rtol=0, atol=1e-9)
