@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recbole_trsr.cli import main
+from recbole_trsr.comparison import earlier_rows
 from tests.conftest import SHARED_DATA
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "benchmarks" / "published" / "comparison-amazon-scientific-300.csv"
@@ -23,8 +24,8 @@ pytestmark = [
 
 
 def per_user(table: Path, model: str) -> pd.DataFrame:
-    users = pd.read_csv(str(table)[: -len(".csv")] + "-users.csv", dtype={"user": str})
-    return users[users["model"] == model].drop(columns="model").sort_values("user").reset_index(drop=True)
+    (row,) = [row for row in earlier_rows(str(table)) if row.model == model]
+    return row.per_user.sort_values("user").reset_index(drop=True)
 
 
 def test_a_run_of_today_pairs_with_the_published_comparison(tmp_path, monkeypatch, capsys):
