@@ -14,7 +14,8 @@
 #   scoring     float16 (the GPU default): candidates/s, the matmul rate, max |shared prefix - full prompt|,
 #               and the operators of one shared-prefix run
 #   training    LLMTRSR rows/s in steady state at the defaults, without deterministic kernels, in batches of 64
-#               rows, and the operators that take the GPU's time and the host's
+#               rows (then the evaluation's candidates/s through the real pipeline), and the operators that take
+#               the GPU's time and the host's
 #   generation  summaries: generated tokens/s at batch sizes 64, 128 and 256 on real block prompts
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
@@ -49,13 +50,18 @@ mkdir -p /tmp/gpu-session-saved
 # The default model converted once, before 16 test workers would each convert it.
 python3 -c "from recbole_trsr.llm.loading import load_llm; load_llm()" >>"$log" 2>&1
 train=(python3 benchmarks/training_profile.py --checkpoint_dir /tmp/gpu-session-saved)
+# The files of the suite's 20 slowest tests on 2 CPU cores (pytest --durations, 2026-11-27), slowest first.
+slow_tests_first="tests/test_llmtrsr_trainer.py tests/test_llm_loading.py tests/test_llmtrsr.py \
+tests/test_amazon_integration.py tests/test_distributed.py tests/test_hardening.py tests/test_cli.py"
 for name in $steps; do
   case $name in
     # The suite first: whether the GPU path is correct is what the issue asks most. The GPU image has
     # pytest-xdist. Each failure's traceback goes into the log as it happens (tests/conftest.py), since the
-    # box may cut the summary.
+    # box may cut the summary. The slowest files are named first, so that workers start them first: in the last
+    # two sessions the box cut the suite before LLMTRSR's resume, 2-rank and end-to-end tests had run (pytest
+    # collects a file once, however often it is named).
     suite) RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 180 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
-      --junitxml="$out/suite.xml" tests ;;
+      --junitxml="$out/suite.xml" $slow_tests_first tests ;;
     # 16 users a step, then 64 (eval_batch_size: auto on a GPU), the operators of the first.
     scoring)
       step scoring-fp16 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 --users 64 \
@@ -68,7 +74,7 @@ for name in $steps; do
     training)
       step training-default 45 "${train[@]}" --train_users 48 --output "$out/training.json"
       step training-nondeterministic 45 "${train[@]}" --train_users 48 --setting reproducibility=False
-      step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64
+      step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate
       step training-profile 60 "${train[@]}" --train_users 96 --setting train_batch_size=64 --profile ;;
     generation) step generation 75 python3 benchmarks/generation_speed.py --batch-sizes 64 128 256 --prompts 256 \
       --single-prompts 0 --output "$out/generation.json" ;;

@@ -1,16 +1,23 @@
 """LLMTRSR training rows per second in steady state, and where a training epoch spends its time.
 
     python benchmarks/training_profile.py [--train_users 40] [--dataset amazon-scientific] [--data_path ../shared/data]
-        [--checkpoint_dir saved] [--setting key=value ...] [--profile | --python-profile] [--output figures.json]
+        [--checkpoint_dir saved] [--setting key=value ...] [--tiny-model] [--evaluate]
+        [--profile | --python-profile] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
 sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss
 scaler's first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch.
-With ``--profile`` the second epoch runs under torch.profiler, and the operators that took the most device time
-(CPU time on a CPU) are printed, then those that took the most CPU time, with the epoch's count of kernel launches
-and the share of its wall time that the device was busy: what a GPU waits on. With ``--python-profile`` the second
-epoch runs under cProfile instead, and the Python functions with the most cumulative time are printed. Summaries come
-from the store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
+With ``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates
+per second). Each timing is split into the prompts (``LLMTRSR.requests``: summaries, recent items, counts and
+tokens), the LLM's passes (the scorer, and backward in training) and the rest (RecBole's loop, sampling, the
+optimizer). With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the
+default model's place: the LLM's arithmetic then costs almost nothing, and what is left is host time that a GPU
+would wait on, whatever its speed (1000 / host ms per row bounds its rows/s). With ``--profile`` the second
+epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
+printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its
+wall time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under
+cProfile instead, and the Python functions with the most cumulative time are printed. Summaries come from the
+store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import cProfile
 import json
 import pstats
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -31,20 +40,76 @@ from recbole.data import create_dataset  # noqa: E402
 from recbole.utils import get_trainer  # noqa: E402
 
 from benchmarks.profiling import profiled  # noqa: E402
+from recbole_trsr.llm.loading import load_llm  # noqa: E402
+from recbole_trsr.llm.random_models import tiny_llama  # noqa: E402
 from recbole_trsr.runner import build_config, prepare_data  # noqa: E402
 from recbole_trsr.seeding import seed_everything  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed_epoch(trainer, train_data, epoch: int) -> float:
+def synchronized_seconds(function) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     started = time.perf_counter()
-    trainer._train_epoch(train_data, epoch)
+    function()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - started
+
+
+def timed_epoch(trainer, train_data, epoch: int) -> float:
+    return synchronized_seconds(lambda: trainer._train_epoch(train_data, epoch))
+
+
+class Parts:
+    """Seconds spent inside chosen methods, by part, and rows through ``predict``. On a GPU a part's time is its
+    host time: kernels run on after the call returns, and their wait lands wherever the next synchronisation is."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.predicted_rows = 0
+
+    def time(self, owner, name: str, part: str) -> None:
+        method = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def count_rows(self, model) -> None:
+        predict = model.predict
+
+        def counted(interaction):
+            self.predicted_rows += len(interaction)
+            return predict(interaction)
+
+        model.predict = counted
+
+    def split(self, total_s: float) -> dict[str, float]:
+        """This period's parts, and the rest of ``total_s``; the counters start again."""
+        parts = dict(self.seconds)
+        parts["rest"] = total_s - sum(parts.values())
+        self.seconds.clear()
+        return parts
+
+
+def saved_tiny_model(folder: Path) -> str:
+    """A random 2-layer, 64-wide Llama with the default model's tokenizer, saved where llm_path can name it."""
+    _, tokenizer = load_llm()
+    tiny_llama(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def shares(parts: dict[str, float]) -> str:
+    total = sum(parts.values())
+    return ", ".join(f"{name} {seconds:.2f} s ({100 * seconds / total:.0f} %)" for name, seconds in parts.items())
 
 
 def main() -> None:
@@ -54,6 +119,8 @@ def main() -> None:
     parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--checkpoint_dir", default="saved")
     parser.add_argument("--setting", action="append", default=[], help="key=value for LLMTRSR, repeatable")
+    parser.add_argument("--tiny-model", action="store_true", help="a random 2-layer model: host time alone")
+    parser.add_argument("--evaluate", action="store_true", help="then time the evaluation of the same users")
     parser.add_argument("--profile", action="store_true", help="run the timed epoch under torch.profiler")
     parser.add_argument("--python-profile", action="store_true", help="run the timed epoch under cProfile")
     parser.add_argument("--top", type=int, default=20, help="operators (or functions) shown when profiling")
@@ -70,17 +137,25 @@ def main() -> None:
         "show_progress": "False",
         "state": "WARNING",
     }
+    temporary = tempfile.TemporaryDirectory()
+    if args.tiny_model:
+        overrides["llm_path"] = saved_tiny_model(Path(temporary.name) / "tiny-llm")
     for setting in args.setting:
         key, _, value = setting.partition("=")
         overrides[key] = value
     config = build_config("LLMTRSR", args.dataset, [], overrides)
     seed_everything(config)
-    train_data, _, _ = prepare_data(config, create_dataset(config))
+    train_data, valid_data, _ = prepare_data(config, create_dataset(config))
     model = config.model_class(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     rows = len(train_data._dataset) * (1 + config["train_neg_sample_args"]["sample_num"])
+    parts = Parts()
+    parts.time(model, "requests", "prompts")
+    parts.time(model.scorer, "answer_states", "llm")  # training's forward; scoring's passes go through it too
+    parts.count_rows(model)
 
     warmup_s = timed_epoch(trainer, train_data, 0)
+    parts.split(warmup_s)
     launches = device_busy_s = None
     if args.profile:
         profile = profiled(lambda: timed_epoch(trainer, train_data, 1), config["device"], args.top)
@@ -93,9 +168,11 @@ def main() -> None:
         pstats.Stats(python_profile).sort_stats("cumulative").print_stats(args.top)
     else:
         seconds = timed_epoch(trainer, train_data, 1)
+    training_parts = parts.split(seconds)
 
     figures = {
         "device": torch.cuda.get_device_name(0) if config["device"].type == "cuda" else "cpu",
+        "model": "tiny random (2 layers, 64 wide)" if args.tiny_model else config["llm_path"],
         "dtype": str(model.llm.get_input_embeddings().weight.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "rows_per_epoch": rows,
@@ -103,18 +180,35 @@ def main() -> None:
         "warmup_epoch_s": warmup_s,
         "epoch_s": seconds,
         "rows_per_s": rows / seconds,
+        "epoch_parts_s": training_parts,
         "kernel_launches": launches,
         "device_busy_s": device_busy_s,
         "settings": args.setting,
     }
     print(
-        f"{figures['device']}, {figures['dtype']}: {rows} rows in {len(train_data)} batches, "
+        f"{figures['device']}, {figures['model']}, {figures['dtype']}: {rows} rows in {len(train_data)} batches, "
         f"{seconds:.1f} s after a {warmup_s:.1f} s warm-up epoch: {figures['rows_per_s']:.2f} rows/s"
         + (f", {launches} kernel launches" if launches is not None else "")
         + (f", device busy {device_busy_s:.1f} s of {seconds:.1f}" if device_busy_s is not None else "")
     )
+    print(f"  training epoch: {shares(training_parts)}; {1000 * seconds / rows:.2f} ms per row")
+    if args.evaluate:
+        evaluate_s = synchronized_seconds(lambda: trainer.evaluate(valid_data, load_best_model=False))
+        candidates = parts.predicted_rows
+        figures.update(
+            evaluated_candidates=candidates,
+            evaluate_s=evaluate_s,
+            candidates_per_s=candidates / evaluate_s,
+            evaluate_parts_s=parts.split(evaluate_s),
+        )
+        print(
+            f"  evaluation: {candidates} candidates in {evaluate_s:.1f} s, {figures['candidates_per_s']:.1f} "
+            f"candidates/s; {shares(figures['evaluate_parts_s'])}; {1000 * evaluate_s / candidates:.2f} ms per "
+            "candidate"
+        )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
+    temporary.cleanup()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,21 @@ def test_local_folder(tmp_path, tiny_lm):
         assert torch.equal(value, loaded.state_dict()[name])
 
 
+@pytest.mark.parametrize(("users_value", "after_loading"), [(None, "false"), ("true", "true")])
+def test_a_model_on_the_cpu_leaves_the_cores_to_torch_unless_the_user_chose(
+    tmp_path, tiny_lm, monkeypatch, users_value, after_loading
+):
+    """The tokenizer's thread pool took cores from torch's forward and backward on a CPU (RESULTS.md)."""
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    if users_value is not None:
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", users_value)
+    load_llm(LLMSpec(path=str(tmp_path / "tiny"), device="cpu"))
+    assert os.environ["TOKENIZERS_PARALLELISM"] == after_loading
+
+
 @pytest.mark.parametrize("path", ["/nonexistent/model", "./missing.gguf"])
 def test_missing_model_path(path):
     with pytest.raises(UserInputError, match="does not exist"):

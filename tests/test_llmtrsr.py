@@ -232,3 +232,37 @@ def test_the_candidate_can_show_its_counts_in_the_other_users_training_parts(tin
             )
             shown_counts.add((popularity[token], together))
     assert len({p for p, _ in shown_counts}) > 1 and len({t for _, t in shown_counts}) > 1  # the test can tell
+
+
+def test_the_candidates_of_a_batch_tokenized_together_match_one_example_at_a_time(tiny_llm_overrides, monkeypatch):
+    """A batch's prompt sections go to the tokenizer in one call and its candidate texts in another, through a
+    bounded cache: every example gets the prompt it would get alone, and the cache keeps to its bound."""
+    from recbole.data import create_dataset
+
+    from recbole_trsr.model import llmtrsr
+    from recbole_trsr.runner import build_config, prepare_data
+
+    monkeypatch.setattr(llmtrsr, "SUFFIX_CACHE_SIZE", 7)
+    config = build_config("LLMTRSR", "tiny", overrides={**tiny_llm_overrides, "summary_mode": "none"})
+    _, _, test_data = prepare_data(config, create_dataset(config))
+    model = config.model_class(config, test_data._dataset)
+    split = test_data._dataset
+    recent_of = split.prompt_parts
+    monkeypatch.setattr(split, "prompt_parts", lambda user, end: (f"Likes gadgets, {user}.", recent_of(user, end)[1]))
+    users, ends = split.inter_feat["user_id"].tolist(), split.inter_feat["history_end"].long().tolist()
+    examples = [(user, end, list(range(1, split.item_num))) for user, end in zip(users, ends, strict=True)][:5]
+    together = model.build_requests(examples)
+    assert len(model.suffix_cache) == 7
+    for (user, end, items), (prefix, suffixes) in zip(examples, together, strict=True):
+        model.suffix_cache.clear()
+        assert model.request(user, end, items) == (prefix, suffixes)
+        summary, recent = split.prompt_parts(user, end)
+        expected = [
+            model.tokenizer.encode(
+                model.candidate_text(model.item_text(item), popularity, count), add_special_tokens=False
+            )
+            for item, popularity, count in model.candidate_keys(user, recent, items)
+        ]
+        assert suffixes == expected
+        assert prefix == model.fitter.fit_prefix(model.prefix_sections(summary, recent), max(map(len, expected)))
+        assert f"Likes gadgets, {user}." in model.tokenizer.decode(prefix)

@@ -69,3 +69,18 @@ def test_truncation_count_is_logged(tiny_lm, caplog):
     with caplog.at_level(logging.INFO):
         fitter.log_truncation()
     assert "3 of 4 prompts were truncated" in caplog.text
+
+
+def test_texts_encoded_together_get_the_ids_of_each_alone(tiny_lm):
+    """Candidates are tokenized in one call per batch; a text's tokens must not depend on its neighbours."""
+    _, tokenizer = tiny_lm
+    fitter = PromptFitter(tokenizer, max_tokens=2048)
+    texts = [
+        " Nikon D3400 (bought 12 times, 0 times with the recent items)\nAnswer:",
+        "",
+        "  two leading spaces and a trailing one ",
+        "Crème brûlée 🍮 set, 4 pcs.\n\n",
+        "12345 digits",
+    ]
+    assert fitter.encode_many(texts) == [fitter.encode(text) for text in texts]
+    assert fitter.encode_many([]) == []

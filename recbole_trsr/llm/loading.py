@@ -241,8 +241,17 @@ def load_llm(spec: LLMSpec | None = None):
     avoid_planned_attention(model.device)
     if model.device.type == "cpu":
         keep_freed_memory()
+        tokenize_in_this_thread()
     prepare_tokenizer(tokenizer)
     return model, tokenizer
+
+
+def tokenize_in_this_thread() -> None:
+    """A fast tokenizer encodes the texts of a batch on a pool of threads; where the LLM runs on the CPU, those
+    threads take cores from torch's. On 2 cores, with the pool, LLMTRSR's forward and backward took about 13 %
+    longer, for prompts tokenized 10 % faster in evaluation and 30 % slower in training (benchmarks/RESULTS.md,
+    2026-11-27). A value the user set wins."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def prepare_tokenizer(tokenizer) -> None:
