@@ -1,14 +1,14 @@
 """Scoring and generation speed of this checkout against an earlier commit's, side by side in one run.
 
-    python benchmarks/against_commit.py --ref b217f68 [--out against-b217f68] [--repeats 2] [--threads 2]
+    python benchmarks/against_commit.py --ref b217f68 [--out against-b217f68] [--repeats 1] [--threads 2]
 
 Checks the commit out into a temporary git worktree and runs each benchmark's own script there and here, in the
 order earlier, here, here, earlier (repeated ``--repeats`` times), so that a slow spell of a shared machine hits
 both sides alike. Each script imports the package of its own checkout. Each side's best run counts; the table gives
 here / earlier for scoring candidates/s (methods a, b and c of ``scoring_speed.py``) and generated tokens/s per
 batch size (``generation_speed.py``). Each run's JSON is kept under ``--out``; run again with the same ``--out``,
-an interrupted comparison goes on with the runs it lacks. This is how issue 13's "the CPU path gets no slower" is
-measured.
+an interrupted comparison goes on with the runs it lacks (use a new ``--out`` once this checkout has changed). This
+is how issue 13's "the CPU path gets no slower" is measured.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> int:
         # The benchmarks read ../shared/data beside their checkout.
         (Path(temporary) / "shared").symlink_to(ROOT.parent / "shared")
         earlier = Path(temporary) / "earlier"
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)  # what a killed run left registered
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(earlier), args.ref], cwd=ROOT, check=True)
         try:
             for benchmark in args.benchmarks:

@@ -8,9 +8,10 @@ Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training use
 sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss
 scaler's first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch.
 With ``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates
-per second). Each timing is split into the prompts (``LLMTRSR.requests``: summaries, recent items, counts and
-tokens), the LLM's passes (the scorer, and backward in training) and the rest (RecBole's loop, sampling, the
-optimizer). With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the
+per second). Each timing is split into the prompts (``LLMTRSR.build_requests``: summaries, recent items, counts
+and tokens), the LLM's forward passes through the scorer (``answer_states``; under ``loss_scope: prompt`` or
+gradient checkpointing the training forward bypasses it) and the rest (backward, the optimizer, RecBole's loop and
+sampling). With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the
 default model's place: the LLM's arithmetic then costs almost nothing, and what is left is host time that a GPU
 would wait on, whatever its speed (1000 / host ms per row bounds its rows/s). With ``--profile`` the second
 epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
@@ -150,7 +151,7 @@ def main() -> None:
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     rows = len(train_data._dataset) * (1 + config["train_neg_sample_args"]["sample_num"])
     parts = Parts()
-    parts.time(model, "requests", "prompts")
+    parts.time(model, "build_requests", "prompts")
     parts.time(model.scorer, "answer_states", "llm")  # training's forward; scoring's passes go through it too
     parts.count_rows(model)
 
@@ -195,6 +196,8 @@ def main() -> None:
     if args.evaluate:
         evaluate_s = synchronized_seconds(lambda: trainer.evaluate(valid_data, load_best_model=False))
         candidates = parts.predicted_rows
+        if not candidates:
+            raise SystemExit("--evaluate counts the rows of predict (sampled candidates); full ranking has none")
         figures.update(
             evaluated_candidates=candidates,
             evaluate_s=evaluate_s,

@@ -248,9 +248,9 @@ def load_llm(spec: LLMSpec | None = None):
 
 def tokenize_in_this_thread() -> None:
     """A fast tokenizer encodes the texts of a batch on a pool of threads; where the LLM runs on the CPU, those
-    threads take cores from torch's. On 2 cores, with the pool, LLMTRSR's forward and backward took about 13 %
-    longer, for prompts tokenized 10 % faster in evaluation and 30 % slower in training (benchmarks/RESULTS.md,
-    2026-11-27). A value the user set wins."""
+    threads take cores from torch's. On 2 cores, with the pool, LLMTRSR's training forward took 13 % longer (1.48
+    against 1.31 s), and the prompts tokenized 2 % faster in evaluation and 40 % slower in training than without it
+    (benchmarks/RESULTS.md, 2026-11-27). A value the user set wins."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
