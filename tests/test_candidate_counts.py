@@ -36,3 +36,24 @@ def test_a_training_positive_looks_like_a_test_target_not_like_its_own_count():
     # user 1 trains on target 8 after 7; no other user bought 8 or bought it with 7
     assert counts.popularity(1, [8]).tolist() == [0]
     assert counts.together(1, recent=[7], items=[8]).tolist() == [0]
+
+
+def test_counts_equal_a_count_by_hand_over_random_histories():
+    """Every user's counts against the definitions, counted pair by pair over other users' parts."""
+    generator = np.random.default_rng(0)
+    parts = {user: generator.integers(1, 25, size=generator.integers(1, 9)) for user in range(1, 41)}
+    parts[7] = np.array([], dtype=np.int64)  # a user whose part is empty
+    counts = CandidateCounts(parts, item_num=25)
+    for user in [*parts, 99]:
+        others = [set(part.tolist()) for owner, part in parts.items() if owner != user]
+        recent = generator.integers(1, 25, size=generator.integers(0, 6))
+        items = generator.integers(1, 25, size=10)
+        popularity = [
+            sum(int(np.sum(part == item)) for owner, part in parts.items() if owner != user) for item in items
+        ]
+        together = [
+            sum(sum(1 for held in others if first in held and item in held) for first in set(recent) - {item})
+            for item in items
+        ]
+        assert counts.popularity(user, items).tolist() == popularity
+        assert counts.together(user, recent, items).tolist() == together
