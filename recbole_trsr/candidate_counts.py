@@ -17,12 +17,14 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def looked_up(keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """The value of each query in ascending ``keys`` (0 where absent), the queries' shape kept."""
+def looked_up(keys: np.ndarray, values: np.ndarray | None, queries: np.ndarray) -> np.ndarray:
+    """The value of each query in ascending ``keys`` (0 where absent), the queries' shape kept; without values,
+    whether each query is a key."""
     if not len(keys):
-        return np.zeros(queries.shape, dtype=np.int64)
+        return np.zeros(queries.shape, dtype=np.int64 if values is not None else bool)
     at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
-    return np.where(keys[at] == queries, values[at], 0).astype(np.int64)
+    found = keys[at] == queries
+    return found if values is None else np.where(found, values[at], 0).astype(np.int64)
 
 
 class CandidateCounts:
@@ -78,6 +80,6 @@ class CandidateCounts:
             return np.zeros(len(items), dtype=np.int64)
         both = looked_up(*self.pairs, recent[:, None] * self.item_num + items[None, :])
         own = self.owned(user)[0]
-        both -= np.outer(np.isin(recent, own), np.isin(items, own))  # the user's own part holds both
+        both -= np.outer(looked_up(own, None, recent), looked_up(own, None, items))  # the user's own part holds both
         both[recent[:, None] == items[None, :]] = 0
         return both.sum(axis=0)
