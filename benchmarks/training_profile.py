@@ -5,20 +5,21 @@
         [--profile | --python-profile] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
-sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss
-scaler's first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch.
-With ``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates
-per second). Each timing is split into the prompts (``LLMTRSR.build_requests``: summaries, recent items, counts
-and tokens), the LLM's forward passes through the scorer (``answer_states``; under ``loss_scope: prompt`` or
-gradient checkpointing the training forward bypasses it) and the rest (backward, the optimizer, RecBole's loop and
-sampling). With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the
-default model's place: the LLM's arithmetic then costs almost nothing, and what is left is host time that a GPU
-would wait on, whatever its speed (1000 / host ms per row bounds its rows/s). With ``--profile`` the second
-epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
-printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its
-wall time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under
-cProfile instead, and the Python functions with the most cumulative time are printed. Summaries come from the
-store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
+sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss scaler's
+first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch. With
+``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates per
+second). Each timing is split into the prompts (``LLMTRSR.build_requests``: summaries, recent items, counts and
+tokens), the LLM's forward passes through the scorer (``answer_states``; under ``loss_scope: prompt`` or gradient
+checkpointing the training forward bypasses it) and the rest (backward, the optimizer, RecBole's loop and sampling).
+With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the default model's
+place: the LLM's arithmetic then costs almost nothing, and what is left is host time that a GPU would wait on,
+whatever its speed (1000 / host ms per row bounds its rows/s). The summaries stay the default model's (copy
+benchmarks/published/summaries-amazon-scientific-300.sqlite into ``--checkpoint_dir`` first). With ``--profile`` the
+second epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
+printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its wall
+time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under cProfile
+instead, and the Python functions with the most cumulative time are printed. Summaries come from the store under
+``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
 from __future__ import annotations
@@ -139,12 +140,17 @@ def main() -> None:
         "state": "WARNING",
     }
     temporary = tempfile.TemporaryDirectory()
-    if args.tiny_model:
-        overrides["llm_path"] = saved_tiny_model(Path(temporary.name) / "tiny-llm")
     for setting in args.setting:
         key, _, value = setting.partition("=")
         overrides[key] = value
     config = build_config("LLMTRSR", args.dataset, [], overrides)
+    if args.tiny_model:
+        # The summaries stay those of the model the settings name (from the store: the published one holds the
+        # default model's for amazon-scientific's first 300 users), not the tiny model's, which are empty and would
+        # shorten every prompt.
+        overrides.setdefault("summarizer_llm_path", config["summarizer_llm_path"] or config["llm_path"])
+        overrides["llm_path"] = saved_tiny_model(Path(temporary.name) / "tiny-llm")
+        config = build_config("LLMTRSR", args.dataset, [], overrides)
     seed_everything(config)
     train_data, valid_data, _ = prepare_data(config, create_dataset(config))
     model = config.model_class(config, train_data._dataset).to(config["device"])
