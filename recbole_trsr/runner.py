@@ -26,6 +26,7 @@ from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoin
 from recbole_trsr.model_list import model_variant
 from recbole_trsr.per_user import PerUserMetrics
 from recbole_trsr.registry import get_model_class, plugin_model_names
+from recbole_trsr.resumable_trainer import can_resume, checkpoint_owner, load_resume_point, resumable
 from recbole_trsr.seeding import seed_everything
 from recbole_trsr.subset import apply_user_subset
 from recbole_trsr.summary.share import processes
@@ -79,6 +80,9 @@ def is_baseline(config) -> bool:
 
 def start_model_logger(config) -> None:
     """RecBole's init_logger, once per model: its basicConfig call is a no-op while handlers remain."""
+    # RecBole makes its folders with exists-then-makedirs: ranks started together race there, and the loser fails
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -86,11 +90,35 @@ def start_model_logger(config) -> None:
     init_logger(config)
 
 
+def trainer_class_of(config) -> type:
+    return resumable(get_trainer(config["MODEL_TYPE"], config["model"]))
+
+
+def check_resume_from(config) -> None:
+    """``resume_from`` names one model's checkpoint: the entries of other models train afresh (resume_from is
+    cleared in their configs); run_comparison checks that exactly one entry is left to resume."""
+    path = config.resume_from_given = config["resume_from"]
+    model, dataset = checkpoint_owner(path)
+    if model != config["model"]:
+        config["resume_from"] = None
+        return
+    if dataset != config["dataset"]:
+        raise UserInputError(
+            f"resume_from '{path}' is a checkpoint of {model} on '{dataset}', not on '{config['dataset']}'"
+        )
+    trainer_class = trainer_class_of(config)
+    if not can_resume(trainer_class):
+        raise UserInputError(f"resume_from '{path}': {model}'s trainer ({trainer_class.__name__}) cannot resume")
+    if os.path.isdir(path):  # LLMTRSR's folder: a damaged state is found now, not after the model loads
+        load_trainer_state(check_resume_folder(path) / LAST, "cpu")
+    else:
+        load_resume_point(path)
+
+
 def check_checkpoint_paths(config) -> None:
     """Paths a model reads only after minutes of work are checked before any model trains."""
     if config["resume_from"]:
-        folder = check_resume_folder(config["resume_from"])
-        load_trainer_state(folder / LAST, "cpu")  # a damaged state is found now, not after the model loads
+        check_resume_from(config)
     if config["retriever_checkpoint"]:
         check_retriever_checkpoint(config["retriever_checkpoint"])
 
@@ -140,11 +168,12 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         distributed.seed_dropout(config["seed"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         logger.debug(model)
-        trainer = split_across_ranks(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+        trainer = split_across_ranks(trainer_class_of(config))(config, model)
 
         started = time.perf_counter()
         _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-        train_seconds = time.perf_counter() - started
+        # a resumed run adds the training time before its resume point
+        train_seconds = time.perf_counter() - started + getattr(trainer, "resumed_train_seconds", 0.0)
 
         # RecBole draws test negatives from numpy's global state while it iterates; re-seeding here gives
         # every model the same candidates, whatever its training consumed.
@@ -182,6 +211,20 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
     )
 
 
+def check_one_resumes(entries) -> None:
+    """A ``resume_from`` checkpoint goes on in exactly one entry of the run: the one of its model."""
+    for path in {getattr(config, "resume_from_given", None) for _, config in entries} - {None}:
+        resuming = [name for name, config in entries if config["resume_from"] == path]
+        if not resuming:
+            model, _ = checkpoint_owner(path)
+            raise UserInputError(f"resume_from '{path}' is a checkpoint of {model}, which is not in --model")
+        if len(resuming) > 1:
+            raise UserInputError(
+                f"resume_from '{path}' fits {len(resuming)} entries of --model ({', '.join(resuming)}); "
+                "resume the interrupted one alone and add it to the table with --add_to"
+            )
+
+
 def retriever_needed(config) -> str | None:
     """The model whose checkpoint this config still waits for (LLMTRSR's retriever under full ranking)."""
     if config["retriever"] and not config["retriever_checkpoint"] and full_ranking(config):
@@ -201,6 +244,7 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None, on_r
     if RANDOM_BASELINE not in names:
         names.append(RANDOM_BASELINE)
     entries = [(name, build_config(name, dataset, config_files, overrides)) for name in names]
+    check_one_resumes(entries)
     for _, config in entries:
         if processes(config)[1] != distributed.current().size:
             raise UserInputError(

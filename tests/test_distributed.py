@@ -77,8 +77,25 @@ def test_two_ranks_train_and_test_the_baselines_as_one_process(capsys, tiny_over
     assert (one["ndcg@10"] != one["ndcg@10"].iloc[0]).any()  # not a degenerate ranking that any run would match
     first, second = summary_of(tmp_path / "one"), summary_of(tmp_path / "two")
     assert (first["candidates"] == second["candidates"]).all()  # the same test candidates, user by user
-    # each model's checkpoint once, by rank 0, under one name
-    assert len(list((tmp_path / "saved").glob("SASRec-*.pth"))) == 2
+    # each model's checkpoint and resume point once, by rank 0, under one name (one pair per run)
+    assert len(list((tmp_path / "saved").glob("SASRec-*[0-9].pth"))) == 2
+    assert len(list((tmp_path / "saved").glob("SASRec-*-last.pth"))) == 2
+
+
+@pytest.mark.usefixtures("cuda_seen_before_cpu_runs")
+def test_two_ranks_resume_a_baseline_to_the_metrics_of_an_uninterrupted_run(capsys, tiny_overrides, tmp_path):
+    """With dropout on: each rank's own masks go on from its saved generator state. A run of 1 epoch leaves the
+    resume point that a run of 3 killed in its second epoch would have left."""
+    overrides = {**tiny_overrides, **ON_THE_CPU}
+    ranks = ("--nproc=2", f"--port={free_port()}")
+    whole = compare(capsys, {**overrides, "epochs": "3"}, "SASRec", tmp_path / "whole", *ranks)
+    first = {**overrides, "epochs": "1", "checkpoint_dir": str(tmp_path / "first")}
+    compare(capsys, first, "SASRec", tmp_path / "first", *ranks)
+    (resume_point,) = (tmp_path / "first").glob("SASRec-*-last.pth")
+    again = {**first, "epochs": "3", "resume_from": str(resume_point)}
+    resumed = compare(capsys, again, "SASRec", tmp_path / "resumed", *ranks)
+    assert largest_difference(whole, resumed) <= 1e-6
+    assert summary_of(tmp_path / "resumed").loc["SASRec", "epochs"] == 3
 
 
 @pytest.mark.usefixtures("cuda_seen_before_cpu_runs")
@@ -130,7 +147,8 @@ def test_two_machines_meet_through_world_size_offset_ip_and_port(capsys, tiny_ov
     two = pd.read_csv(users_csv, dtype={"user": str}).sort_values(["model", "user"]).reset_index(drop=True)
     assert largest_difference(one, two) <= 1e-6
     for offset in (0, 1):  # each machine's first process keeps the checkpoint that its ranks test
-        assert len(list((tmp_path / f"saved-{offset}").glob("SASRec-*.pth"))) == 1
+        assert len(list((tmp_path / f"saved-{offset}").glob("SASRec-*[0-9].pth"))) == 1
+        assert len(list((tmp_path / f"saved-{offset}").glob("SASRec-*-last.pth"))) == 1
 
 
 def llmtrsr_trained_as_rank(config_overrides: dict, interrupt_at: int, local_rank: int) -> str:

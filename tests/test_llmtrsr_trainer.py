@@ -95,6 +95,28 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(overrides):
     assert resumed.saved_model_file == interrupted.saved_model_file
 
 
+def test_a_run_that_stopped_early_does_not_train_on_after_a_resume(monkeypatch, overrides):
+    from recbole.trainer import Trainer
+
+    scores = iter([0.5, 0.4])  # worse in the second epoch: stopping_step 0 stops there
+
+    def falling(self, valid_data, show_progress=False):
+        score = next(scores)
+        return score, {"ndcg@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", falling)
+    settings = {**overrides, "epochs": "4", "stopping_step": "0", "checkpoint_steps": "0"}
+    stopped, train_data, valid_data = prepared(settings)
+    stopped.fit(train_data, valid_data, saved=True)
+    assert len(stopped.train_loss_dict) == 2
+    best = (Path(stopped.saved_model_file) / "best" / "adapter_model.safetensors").read_bytes()
+
+    resumed, train_data, valid_data = prepared({**settings, "resume_from": stopped.saved_model_file})
+    resumed.fit(train_data, valid_data, saved=True)
+    assert len(resumed.train_loss_dict) == 2  # no epoch after the stop
+    assert (Path(stopped.saved_model_file) / "best" / "adapter_model.safetensors").read_bytes() == best
+
+
 def test_gradient_accumulation_steps_the_optimizer_once_per_group(overrides):
     trainer, train_data, _ = prepared({**overrides, "gradient_accumulation_steps": "3", "epochs": "1"})
     steps = {"count": 0}
@@ -114,7 +136,7 @@ def test_resume_from_a_missing_or_damaged_checkpoint(capsys, overrides, tmp_path
     capsys.readouterr()
     assert main([*arguments, f"--resume_from={tmp_path / 'nowhere'}"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.endswith(f"error: resume_from '{tmp_path / 'nowhere'}': no such checkpoint folder")
+    assert f"error: resume_from '{tmp_path / 'nowhere'}': no such checkpoint" in error
     assert len(error.splitlines()) == 1
 
     run = run_comparison(["LLMTRSR"], "tiny", overrides={**overrides, "epochs": "1"})[0]

@@ -112,9 +112,14 @@ def load_trainer_state(folder: Path, device) -> dict:
     path = folder / STATE_FILE
     if not path.is_file():
         raise UserInputError(f"{folder} is not a resumable LLMTRSR checkpoint: {STATE_FILE} is missing")
+    return load_plain_state(path, device)
+
+
+def load_plain_state(path: Path, device) -> dict:
+    """A saved trainer state of tensors and plain values; a damaged file is one line naming it."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
+    except Exception as error:  # a cut or overwritten file raises many kinds
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserInputError(
             f"{path} is damaged and cannot be resumed from ({type(error).__name__}: {first_line})"

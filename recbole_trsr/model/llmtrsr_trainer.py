@@ -8,6 +8,7 @@ and changes what is saved (see adapter_checkpoint) and how an epoch runs.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class LLMTRSRTrainer(Trainer):
         self.examples_per_pass = train_examples_per_pass(config, model.scorer.device)
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
+        self.resumed_train_seconds, self.fit_started = 0.0, time.perf_counter()  # train_s counts what came before
         self.loss_scaler = self.build_loss_scaler()
         if config["resume_from"]:
             self.resume_checkpoint(config["resume_from"])
@@ -88,7 +90,7 @@ class LLMTRSRTrainer(Trainer):
         if verbose:
             self.logger.info(set_color("Saving best adapter", "blue") + f": {path}")
 
-    def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float) -> None:
+    def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float, stopped: bool = False) -> None:
         # Each rank draws its own dropout masks: every rank's generator states are kept, so that each goes on
         # with its own stream after a resume.
         rng_states = distributed.everyone(
@@ -100,10 +102,12 @@ class LLMTRSRTrainer(Trainer):
             "epoch": epoch,
             "batches_done": batches_done,
             "epoch_loss": float(epoch_loss),
+            "stopped": stopped,  # early stopping ended the run: a resume goes straight to the test
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
             "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
             "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
+            "train_seconds": self.resumed_train_seconds + time.perf_counter() - self.fit_started,
             "optimizer": self.optimizer.state_dict(),
             "loss_scaler": self.loss_scaler.state_dict(),
             "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
@@ -122,10 +126,13 @@ class LLMTRSRTrainer(Trainer):
             if state.get("loss_scaler") and self.loss_scaler.is_enabled():
                 self.loss_scaler.load_state_dict(state["loss_scaler"])
             self.start_epoch, self.resume_batches = state["epoch"], state["batches_done"]
+            if state.get("stopped"):
+                self.start_epoch, self.resume_batches = self.epochs, 0
             self.resume_loss, self.cur_step = state["epoch_loss"], state["cur_step"]
             self.best_valid_score = state["best_valid_score"]
             self.best_valid_result = state["best_valid_result"] or None
             self.train_loss_dict = dict(state["train_loss_dict"])
+            self.resumed_train_seconds = float(state.get("train_seconds", 0.0))
             self.resume_rng = self.saved_rng_of_this_rank(state)
         except (KeyError, ValueError) as error:
             raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
@@ -162,12 +169,13 @@ class LLMTRSRTrainer(Trainer):
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.fit_started = time.perf_counter()
         if saved and distributed.writes_checkpoints(self.config):
             checkpoint.write_config(self.folder, self.config)  # once: every save of this run shares it
 
         def after_validation(epoch_idx, valid_score):
-            if saved:  # the best score and early-stopping count are final for this epoch now
-                self.save_resume_point(epoch_idx + 1, 0, 0.0)
+            if saved:  # the best score and early-stopping count are final for this epoch now; past the limit, it stops
+                self.save_resume_point(epoch_idx + 1, 0, 0.0, stopped=self.cur_step > self.stopping_step)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
