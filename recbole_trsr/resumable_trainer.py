@@ -27,6 +27,7 @@ from recbole.trainer import Trainer
 
 from recbole_trsr import distributed
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.model.adapter_checkpoint import load_plain_state
 
 LAST_SUFFIX = "-last.pth"
@@ -170,12 +171,7 @@ class ResumableEpochs:
             "dataset": self.config["dataset"],
             "epoch": epoch,
             "trained_loss": None if trained_loss is None else [float(loss) for loss in losses],
-            "stopped": stopped,
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
-            "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
-            "train_seconds": self.resumed_train_seconds + time.perf_counter() - self.fit_started,
+            **fit_progress(self, stopped),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -204,10 +200,7 @@ class ResumableEpochs:
                 f"resume_from '{resume_file}' does not fit this model (other settings or another subset?): {detail}"
             ) from None
         self.start_epoch = self.epochs if state["stopped"] else state["epoch"]
-        self.cur_step, self.best_valid_score = state["cur_step"], state["best_valid_score"]
-        self.best_valid_result = state["best_valid_result"] or None
-        self.train_loss_dict = dict(state["train_loss_dict"])
-        self.resumed_train_seconds = state["train_seconds"]
+        restore_fit_progress(self, state)
         self.pending_resume = state
         self.saved_model_file = str(best_checkpoint_of(path))
         done = "stopped early" if state["stopped"] else f"at epoch {self.start_epoch}"

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from recbole_trsr import distributed
 from recbole_trsr.distributed_trainer import instance_attribute
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.llm.device_batches import train_examples_per_pass
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.progress import ProgressLog
@@ -102,12 +103,7 @@ class LLMTRSRTrainer(Trainer):
             "epoch": epoch,
             "batches_done": batches_done,
             "epoch_loss": float(epoch_loss),
-            "stopped": stopped,  # early stopping ended the run: a resume goes straight to the test
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
-            "train_loss_dict": {int(k): float(v) for k, v in self.train_loss_dict.items()},
-            "train_seconds": self.resumed_train_seconds + time.perf_counter() - self.fit_started,
+            **fit_progress(self, stopped),
             "optimizer": self.optimizer.state_dict(),
             "loss_scaler": self.loss_scaler.state_dict(),
             "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
@@ -128,11 +124,8 @@ class LLMTRSRTrainer(Trainer):
             self.start_epoch, self.resume_batches = state["epoch"], state["batches_done"]
             if state.get("stopped"):
                 self.start_epoch, self.resume_batches = self.epochs, 0
-            self.resume_loss, self.cur_step = state["epoch_loss"], state["cur_step"]
-            self.best_valid_score = state["best_valid_score"]
-            self.best_valid_result = state["best_valid_result"] or None
-            self.train_loss_dict = dict(state["train_loss_dict"])
-            self.resumed_train_seconds = float(state.get("train_seconds", 0.0))
+            self.resume_loss = state["epoch_loss"]
+            restore_fit_progress(self, state)
             self.resume_rng = self.saved_rng_of_this_rank(state)
         except (KeyError, ValueError) as error:
             raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
