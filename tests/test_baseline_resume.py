@@ -1,5 +1,5 @@
 """RecBole's own models resume an interrupted run from their last resume point and end where an uninterrupted run
-ends: the same best weights, epochs and test metrics. Bad resume_from values end in one line."""
+ends: the same weights, epochs and test metrics. Bad resume_from values end in one line."""
 
 from __future__ import annotations
 
@@ -129,3 +129,5 @@ def test_bad_resume_points_end_in_one_line(capsys, tiny_overrides, tmp_path):
     resume_point = resume_point_of(run.checkpoint)
     resume_point.write_bytes(resume_point.read_bytes()[:200])
     assert "-last.pth is damaged" in one_line_error(capsys, overrides, "SASRec", run.checkpoint)
+    resume_point.unlink()  # RecBole's checkpoint alone, as runs before resume points left it
+    assert "-last.pth is missing beside it" in one_line_error(capsys, overrides, "SASRec", run.checkpoint)
