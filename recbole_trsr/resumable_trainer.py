@@ -144,7 +144,7 @@ class ResumableEpochs:
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         pending, self.pending_resume = self.pending_resume, None
         if pending is not None:
-            self.restore_random_states(pending["random_states"], train_data, epoch_idx)
+            self.restore_rank_states(pending["random_states"], train_data, epoch_idx)
             if pending["trained_loss"] is not None:  # trained before the interruption; its validation comes next
                 loss = pending["trained_loss"]
                 return tuple(loss) if len(loss) > 1 else loss[0]
@@ -206,7 +206,8 @@ class ResumableEpochs:
         done = "stopped early" if state["stopped"] else f"at epoch {self.start_epoch}"
         self.logger.info(f"Resuming {path} {done}")
 
-    def restore_random_states(self, saved: list, train_data, epoch_idx: int) -> None:
+    def restore_rank_states(self, saved: list, train_data, epoch_idx: int) -> None:
+        """This rank's saved states; when the save had another number of ranks, the shared ones and fresh dropout."""
         ranks = distributed.current()
         if len(saved) == ranks.size:
             restore_random_states(saved[ranks.rank], train_data)

@@ -26,7 +26,7 @@ from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoin
 from recbole_trsr.model_list import model_variant
 from recbole_trsr.per_user import PerUserMetrics
 from recbole_trsr.registry import get_model_class, plugin_model_names
-from recbole_trsr.resumable_trainer import can_resume, checkpoint_owner, load_resume_point, resumable
+from recbole_trsr.resumable_trainer import can_resume, checkpoint_owner, resumable
 from recbole_trsr.seeding import seed_everything
 from recbole_trsr.subset import apply_user_subset
 from recbole_trsr.summary.share import processes
@@ -109,10 +109,10 @@ def check_resume_from(config) -> None:
     trainer_class = trainer_class_of(config)
     if not can_resume(trainer_class):
         raise UserInputError(f"resume_from '{path}': {model}'s trainer ({trainer_class.__name__}) cannot resume")
-    if os.path.isdir(path):  # LLMTRSR's folder: a damaged state is found now, not after the model loads
+    # checkpoint_owner read a resume point file whole, so a damaged one has failed already; of LLMTRSR's folder it
+    # read only the config, so its trainer state is read now, not after the model loads
+    if os.path.isdir(path):
         load_trainer_state(check_resume_folder(path) / LAST, "cpu")
-    else:
-        load_resume_point(path)
 
 
 def check_checkpoint_paths(config) -> None:
