@@ -6,17 +6,19 @@
 # then the device tool's three setup calls from that script's header, back to back, the third ending in
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
-#   bash benchmarks/gpu_session.sh generation ddp                                  (timeout_s 300)
-# (no step names: all of them, in this order). Everything comes back under $OUT (at most 8 files): session.log
+#   bash benchmarks/gpu_session.sh generation training-more                        (timeout_s 300)
+# (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most 8 files): session.log
 # (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The steps, in the order
 # of what the issues need most:
 #   suite       the test suite on CUDA in 16 workers, each test's outcome (and a failure's traceback) in the log
 #   scoring     float16 (the GPU default): candidates/s, the matmul rate, max |shared prefix - full prompt|,
 #               and the operators of one shared-prefix run
-#   training    LLMTRSR rows/s in steady state at the defaults, in batches of 64 rows (then the evaluation's
-#               candidates/s through the real pipeline) and of 256, and the operators that take the GPU's time
-#               and the host's
-#   generation  summaries: generated tokens/s at batch sizes 64, 128 and 256 on real block prompts
+#   training    LLMTRSR rows/s in steady state at the defaults, then in batches of 64 rows (then the evaluation's
+#               candidates/s through the real pipeline), and the same without prompt_prefetch: whether building
+#               the next batch's prompts while the GPU works pays, in training and in scoring
+#   training-more  batches of 256 rows, and the operators that take the GPU's time and the host's
+#   generation  summaries: generated tokens/s at batch sizes 256, 512 and 1,024 (summary_batch_size: auto's cap)
+#               on real block prompts
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
 set -u
@@ -43,7 +45,7 @@ step() {
   python3 -c "import pytest; print('pytest', pytest.__version__)" || echo "no pytest on this machine: step 1 cannot run"
 } >>"$log" 2>&1
 
-steps=${*:-suite scoring training generation ddp}
+steps=${*:-suite scoring training generation training-more ddp}
 # Summaries made on a CPU (default model, amazon-scientific: the published comparison's users), so that training
 # starts at once; a store carried in .gpu/3 goes first. The store's keys do not hold the dtype: float16 reuses them.
 mkdir -p /tmp/gpu-session-saved
@@ -76,18 +78,22 @@ for name in $steps; do
         --users-per-batch 64 --padded-candidates 1 ;;
     # LoRA training ran at 5.9 rows/s on an H100 while cuDNN's attention planned every shape (2026-11-27). Rows/s
     # at the defaults (batches of 8 rows; under reproducibility the math attention kernel), then in batches of 64
-    # and 256 (amazon's 20-minute goal needs ~1,500 rows/s: which batch gets there); last, where the time of a
-    # batch-64 epoch goes.
+    # (amazon's 20-minute goal needs ~1,500 rows/s), with prompt_prefetch (auto: on a GPU) and without, side by
+    # side; then batches of 256, and where the time of a batch-64 epoch goes.
     training)
       step training-default 45 "${train[@]}" --train_users 48 --output "$out/training.json"
       step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate
+      step training-batch64-no-prefetch 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate \
+        --setting prompt_prefetch=False ;;
+    training-more)
       step training-batch256 55 "${train[@]}" --train_users 256 --setting train_batch_size=256
       step training-profile 55 "${train[@]}" --train_users 96 --setting train_batch_size=64 --profile ;;
-    generation) step generation 75 python3 benchmarks/generation_speed.py --batch-sizes 64 128 256 --prompts 256 \
-      --single-prompts 0 --output "$out/generation.json" ;;
+    # 1,024 prompts (each batch size runs all of them; rows print as they finish, so a cut step keeps the first).
+    generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 256 512 1024 \
+      --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, training, generation, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, training, training-more, generation, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"

@@ -30,6 +30,7 @@ import json
 import pstats
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -66,7 +67,9 @@ def timed_epoch(trainer, train_data, epoch: int) -> float:
 
 class Parts:
     """Seconds spent inside chosen methods, by part, and rows through ``predict``. On a GPU a part's time is its
-    host time: kernels run on after the call returns, and their wait lands wherever the next synchronisation is."""
+    host time: kernels run on after the call returns, and their wait lands wherever the next synchronisation is.
+    Time on another thread (prompts built ahead, ``prompt_prefetch``) is its own part, ``<part> ahead``, and
+    overlaps the others: it is not taken from the rest."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
@@ -80,7 +83,8 @@ class Parts:
             try:
                 return method(*args, **kwargs)
             finally:
-                self.seconds[part] += time.perf_counter() - started
+                ahead = threading.current_thread() is not threading.main_thread()
+                self.seconds[f"{part} ahead" if ahead else part] += time.perf_counter() - started
 
         setattr(owner, name, timed)
 
@@ -96,7 +100,7 @@ class Parts:
     def split(self, total_s: float) -> dict[str, float]:
         """This period's parts, and the rest of ``total_s``; the counters start again."""
         parts = dict(self.seconds)
-        parts["rest"] = total_s - sum(parts.values())
+        parts["rest"] = total_s - sum(seconds for name, seconds in parts.items() if not name.endswith(" ahead"))
         self.seconds.clear()
         return parts
 
@@ -110,7 +114,7 @@ def saved_tiny_model(folder: Path) -> str:
 
 
 def shares(parts: dict[str, float]) -> str:
-    total = sum(parts.values())
+    total = sum(seconds for name, seconds in parts.items() if not name.endswith(" ahead"))
     return ", ".join(f"{name} {seconds:.2f} s ({100 * seconds / total:.0f} %)" for name, seconds in parts.items())
 
 

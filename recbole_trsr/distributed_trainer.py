@@ -34,16 +34,21 @@ def instance_attribute(obj, name: str, value):
             vars(obj).pop(name, None)
 
 
-def stored_batches(loader, batches: list):
-    """``loader`` that yields ``batches`` (already collated) instead of collating again; still a ``type(loader)``,
-    which RecBole's evaluate checks to pick full ranking or sampled candidates."""
+def loader_yielding(loader, batches, length: int):
+    """A copy of ``loader`` whose iteration is ``batches()``; still a ``type(loader)``, which RecBole's evaluate
+    checks to pick full ranking or sampled candidates."""
     cls = type(loader)
-    stored = type(
-        f"Stored{cls.__name__}", (cls,), {"__iter__": lambda self: iter(batches), "__len__": lambda self: len(batches)}
+    yielding = type(
+        f"Yielding{cls.__name__}", (cls,), {"__iter__": lambda self: batches(), "__len__": lambda self: length}
     )
-    copy = object.__new__(stored)
+    copy = object.__new__(yielding)
     copy.__dict__.update(loader.__dict__)
     return copy
+
+
+def stored_batches(loader, batches: list):
+    """``loader`` that yields ``batches`` (already collated) instead of collating again."""
+    return loader_yielding(loader, lambda: iter(batches), len(batches))
 
 
 class NoCollection:
@@ -190,6 +195,8 @@ class SplitAcrossRanks:
                 stack.enter_context(
                     instance_attribute(self.model, name, lambda interaction, name=name: replay(interaction, name))
                 )
+            # Nothing is scored: no prompts to build ahead either (LLMTRSRTrainer's prompt_prefetch).
+            stack.enter_context(instance_attribute(self, "prefetch_prompts", False))
             yield
 
     @contextlib.contextmanager

@@ -32,10 +32,13 @@ def test_kv_cache_of_the_default_model_and_of_a_model_without_grouped_heads():
     assert kv_cache_bytes_per_token(plain, torch.float32) == 2 * 32 * 32 * 128 * 4
 
 
-def test_a_gpu_takes_what_half_its_free_memory_holds_within_the_measured_range():
+def test_a_gpu_takes_what_half_its_free_memory_holds_up_to_the_cap():
     gib = 2**30
     assert generation_batch_size("cpu", 80 * gib, 1) == CPU_GENERATION_BATCH  # the CPU's best, whatever is free
     assert generation_batch_size("cuda", 80 * gib, 2**20) == GPU_GENERATION_BATCH_CAP  # the default model fits more
+    assert (
+        generation_batch_size("cuda", 80 * gib, 45 * 2**20) == 910
+    )  # float32 KV of the default model, 1,024-token prompts: 45 MiB
     assert generation_batch_size("cuda", 16 * gib, gib // 8) == 64  # 8 GiB of KV cache at 128 MiB a sequence
     assert generation_batch_size("cuda", gib // 4, gib) == 1  # never zero
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from safetensors import safe_open
 
 from recbole_trsr.cli import main
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.seeding import seed_everything
 from tests.conftest import as_arguments
@@ -66,7 +68,9 @@ def test_the_test_uses_the_best_epochs_adapter(overrides):
     assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
 
 
-def test_an_interrupted_run_resumes_to_the_same_adapter(overrides):
+@pytest.mark.parametrize("prefetch", ["False", "True"])
+def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
+    overrides = {**overrides, "prompt_prefetch": prefetch}
     trainer, train_data, valid_data = prepared(overrides)
     trainer.fit(train_data, valid_data, saved=True)
     uninterrupted = adapter_weights(trainer)
@@ -115,6 +119,61 @@ def test_a_run_that_stopped_early_does_not_train_on_after_a_resume(monkeypatch, 
     resumed.fit(train_data, valid_data, saved=True)
     assert len(resumed.train_loss_dict) == 2  # no epoch after the stop
     assert (Path(stopped.saved_model_file) / "best" / "adapter_model.safetensors").read_bytes() == best
+
+
+def test_prompts_built_ahead_on_a_thread_train_the_same_adapter(overrides):
+    runs = {}
+    for prefetch in ("False", "True"):
+        trainer, train_data, valid_data = prepared({**overrides, "prompt_prefetch": prefetch})
+        built_on = set()
+        requests = trainer.model.requests
+
+        def recorded(interaction, requests=requests, built_on=built_on, model=trainer.model):
+            if model.training:  # validation scores on the main thread either way
+                built_on.add(threading.current_thread().name)
+            return requests(interaction)
+
+        trainer.model.requests = recorded
+        trainer.fit(train_data, valid_data, saved=True)  # dropout on: its masks must come out the same
+        runs[prefetch] = (built_on, dict(trainer.train_loss_dict), trainer.best_valid_score, adapter_weights(trainer))
+    (main_built, main_losses, main_score, main_adapter), (ahead_built, ahead_losses, ahead_score, ahead_adapter) = (
+        runs.values()
+    )
+    assert main_built == {"MainThread"} and ahead_built == {"prompts-ahead_0"}
+    assert len(main_losses) == 2 and ahead_losses == main_losses and ahead_score == main_score
+    assert all(torch.equal(ahead_adapter[key], main_adapter[key]) for key in main_adapter)
+
+
+def test_scoring_with_prompts_built_ahead_gives_the_same_metrics(overrides):
+    from recbole.utils import init_seed
+
+    trainer, _, valid_data = prepared({**overrides, "prompt_prefetch": "False", "eval_batch_size": "42"})
+    init_seed(trainer.config["seed"], False)  # RecBole samples the candidates as it collates each batch
+    alone = trainer.evaluate(valid_data, load_best_model=False)
+    trainer.prefetch_prompts = True
+    built_on, requests_of_rows = [], trainer.model.requests_of_rows
+
+    def recorded(*rows):
+        built_on.append(threading.current_thread().name)
+        return requests_of_rows(*rows)
+
+    trainer.model.requests_of_rows = recorded
+    init_seed(trainer.config["seed"], False)
+    ahead = trainer.evaluate(valid_data, load_best_model=False)
+    assert ahead == alone
+    assert len(built_on) == len(valid_data) and set(built_on) == {"prompts-ahead_0"}  # none built twice, or here
+    assert trainer.model.built_ahead == {}
+
+
+def test_prompt_prefetch_follows_the_device_and_rejects_other_values(capsys, overrides):
+    assert prompt_prefetch({"prompt_prefetch": "auto"}, "cpu") is False  # the backward takes every core
+    assert prompt_prefetch({"prompt_prefetch": "auto"}, "cuda:0") is True
+    assert prompt_prefetch({"prompt_prefetch": True}, "cpu") is True
+    capsys.readouterr()
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(overrides), "--prompt_prefetch=sometimes"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("prompt_prefetch must be True, False or auto, not 'sometimes'")
+    assert len(error.splitlines()) == 1
 
 
 def test_gradient_accumulation_steps_the_optimizer_once_per_group(overrides):

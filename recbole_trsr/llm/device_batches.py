@@ -8,9 +8,11 @@ from recbole_trsr.errors import UserInputError
 
 # 4.6x the tokens/s of batch 1 on 2 CPU cores (benchmarks/RESULTS.md, 2026-11-24).
 CPU_GENERATION_BATCH = 16
-# On an H100 the default model generated 374 tokens/s at batch 16 and 2,352 at 256 (issue 13's measurement); larger
-# batches are not measured yet.
-GPU_GENERATION_BATCH_CAP = 256
+# On an H100 the default model's tokens/s grew with the batch at every size measured (374 at 16 and 2,352 at 256 in
+# issue 13's measurement; 697 at 64 and 1,240 at 128 on 2026-11-27): a decoding step costs about the same whatever
+# its batch, so the batch is as large as memory allows, up to 1,024 (about 23 GB of float16 KV cache for the default
+# model's longest summary prompts). 512 and 1,024 are not measured yet (benchmarks/gpu_session.sh does).
+GPU_GENERATION_BATCH_CAP = 1024
 # The rest of the free memory is left to prefill activations, the logits and other processes on the GPU.
 MEMORY_SHARE = 0.5
 

@@ -8,6 +8,7 @@ prompt's prefix; the candidate and the answer slot are its suffix, scored with a
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -23,6 +24,7 @@ from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size,
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
+from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
 from recbole_trsr.summary.prompts import numbered
@@ -50,6 +52,7 @@ class LLMTRSR(SequentialRecommender):
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
+        prompt_prefetch(config, "cpu")
         eval_batch_size(config["eval_batch_size"], 21, "cpu")  # auto is resolved by now; a given value is checked
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
@@ -117,6 +120,10 @@ class LLMTRSR(SequentialRecommender):
         # An item's suffix repeats across prompts and epochs; with per-user counts its keys grow with the users, so
         # the cache is bounded (the least recently used go first).
         self.suffix_cache: OrderedDict[tuple[int, int, int], list[int]] = OrderedDict()
+        # Requests of scoring batches built ahead on the trainer's prefetch thread (see build_ahead), by their rows;
+        # that thread and this one share the caches above, so one builds at a time.
+        self.built_ahead: dict[tuple, tuple] = {}
+        self.building = threading.Lock()
         shortest = len(self.fitter.encode(self.templates["instruction"] + self.candidate_text("x")))
         if shortest >= self.fitter.max_tokens:
             raise UserInputError(
@@ -181,9 +188,10 @@ class LLMTRSR(SequentialRecommender):
             self.candidate_keys(user, recent, items)
             for (user, _, items), (_, recent) in zip(examples, parts, strict=True)
         ]
-        suffixes = iter(self.encode_candidates([key for example in keys for key in example]))
-        sections = [self.prefix_sections(summary, recent) for summary, recent in parts]
-        pieces = iter(self.fitter.encode_many([section.text for example in sections for section in example]))
+        with self.building:
+            suffixes = iter(self.encode_candidates([key for example in keys for key in example]))
+            sections = [self.prefix_sections(summary, recent) for summary, recent in parts]
+            pieces = iter(self.fitter.encode_many([section.text for example in sections for section in example]))
         requests = []
         for example_sections, example_keys in zip(sections, keys, strict=True):
             own = [next(suffixes) for _ in example_keys]
@@ -197,11 +205,28 @@ class LLMTRSR(SequentialRecommender):
         """(prefix ids, suffix ids per item) of one example."""
         return self.build_requests([(user, history_end, items)])[0]
 
+    def batch_rows(self, interaction) -> tuple[tuple[int, ...], ...]:
+        """(users, history ends, items) of a batch's rows: what its prompts are made of."""
+        return (
+            tuple(interaction[self.USER_ID].tolist()),
+            tuple(interaction[HISTORY_END].long().tolist()),
+            tuple(interaction[self.ITEM_ID].tolist()),
+        )
+
     def requests(self, interaction):
-        """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from."""
-        users = interaction[self.USER_ID].tolist()
-        ends = interaction[HISTORY_END].long().tolist()
-        items = interaction[self.ITEM_ID].tolist()
+        """(prefix, suffixes) per distinct example of a batch, and where each row's score comes from: built ahead
+        for these rows, or now."""
+        rows = self.batch_rows(interaction)
+        built = self.built_ahead.pop(rows, None)
+        return built if built is not None else self.requests_of_rows(*rows)
+
+    def build_ahead(self, interaction) -> None:
+        """Builds ``requests`` of the interaction's rows for when a batch of the same rows comes to be scored: the
+        trainer calls it on its prefetch thread while the device scores the batch before (see prompt_prefetch)."""
+        rows = self.batch_rows(interaction)
+        self.built_ahead[rows] = self.requests_of_rows(*rows)
+
+    def requests_of_rows(self, users, ends, items):
         examples: dict[tuple[int, int], list[int]] = {}
         for row, key in enumerate(zip(users, ends, strict=True)):
             examples.setdefault(key, []).append(row)
@@ -212,12 +237,13 @@ class LLMTRSR(SequentialRecommender):
 
     # RecBole's interface ------------------------------------------------------------------------------
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction, prompts=None):
+        """``prompts``: the interaction's ``requests``, when the trainer has built them ahead (prompt_prefetch)."""
         with training_attention(self.scorer.device):
-            return self.training_loss(interaction)
+            return self.training_loss(interaction, prompts)
 
-    def training_loss(self, interaction):
-        requests, places = self.requests(interaction)
+    def training_loss(self, interaction, prompts=None):
+        requests, places = prompts or self.requests(interaction)
         labels = interaction[self.label_field].tolist()
         verbalizer = self.scorer.verbalizer
         targets = [verbalizer.yes_id if labels[row] > 0.5 else verbalizer.no_id for rows in places for row in rows]

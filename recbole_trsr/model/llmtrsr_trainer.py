@@ -8,22 +8,25 @@ and changes what is saved (see adapter_checkpoint) and how an epoch runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_trsr import distributed
-from recbole_trsr.distributed_trainer import instance_attribute
+from recbole_trsr.distributed_trainer import instance_attribute, loader_yielding
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.llm.device_batches import train_examples_per_pass
 from recbole_trsr.model import adapter_checkpoint as checkpoint
+from recbole_trsr.model.prompt_prefetch import PromptsAhead, prefetched, prompt_prefetch
 from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.dataset import HISTORY_END
 
@@ -43,6 +46,7 @@ class LLMTRSRTrainer(Trainer):
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
         self.examples_per_pass = train_examples_per_pass(config, model.scorer.device)
+        self.prefetch_prompts = prompt_prefetch(config, model.scorer.device)
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
         self.resumed_train_seconds, self.fit_started = 0.0, time.perf_counter()  # train_s counts what came before
@@ -158,8 +162,29 @@ class LLMTRSRTrainer(Trainer):
             log.update()
             return scores
 
-        with instance_attribute(self.model, "predict", logged_predict):
+        with (
+            instance_attribute(self.model, "predict", logged_predict),
+            self.prompts_built_ahead(eval_data) as eval_data,
+        ):
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    @contextlib.contextmanager
+    def prompts_built_ahead(self, eval_data):
+        """``eval_data`` whose next batch's prompts are built on the prefetch thread while the device scores the
+        current one (prompt_prefetch). Sampled candidates only: full ranking's come from the retriever's scores."""
+        if not self.prefetch_prompts or not eval_data or isinstance(eval_data, FullSortEvalDataLoader):
+            yield eval_data
+            return
+        ahead = PromptsAhead(True)
+
+        def build(batch):
+            self.model.build_ahead(batch[0])  # (interaction, rows, positive users, positive items)
+
+        try:
+            yield loader_yielding(eval_data, lambda: prefetched(eval_data, build, ahead), len(eval_data))
+        finally:
+            ahead.close()
+            self.model.built_ahead.clear()  # the prompts of batches that RecBole scored in parts
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.fit_started = time.perf_counter()
@@ -207,6 +232,20 @@ class LLMTRSRTrainer(Trainer):
             rows = [row for group in groups[start : start + limit] for row in group]
             yield interaction[torch.tensor(rows)], len(rows) * self.ranks.size / len(interaction)
 
+    def prepared_passes(self, interaction, with_prompts: bool = True) -> list[tuple]:
+        """(part, share, prompts) of each pass of a batch: ``passes`` with each part's ``LLMTRSR.requests``, built
+        from the batch on the host, where reading its ids costs no wait on the device."""
+        return [
+            (part, share, self.model.requests(part) if with_prompts else None)
+            for part, share in self.passes(interaction)
+        ]
+
+    @staticmethod
+    def next_batch(batches, ahead: PromptsAhead, prepare):
+        """((index, batch) or None at the end, its prepared passes to come)."""
+        upcoming = next(batches, None)
+        return upcoming, (ahead.start(prepare, upcoming[1]) if upcoming is not None else None)
+
     @contextlib.contextmanager
     def gradient_average(self, now: bool = True):
         """One process: nothing to average (SplitAcrossRanks averages over ranks); yields a term for the loss."""
@@ -214,7 +253,6 @@ class LLMTRSRTrainer(Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
-        loss_func = loss_func or self.model.calculate_loss
         # Each epoch's order and negatives follow from the seed and the epoch alone, so an interrupted
         # epoch replays the same batches up to its save point and goes on from there.
         seed = self.config["seed"] + epoch_idx
@@ -223,48 +261,63 @@ class LLMTRSRTrainer(Trainer):
         distributed.seed_dropout(seed)
         skip = self.resume_batches if epoch_idx == self.start_epoch else 0
         total_loss = self.resume_loss if skip else 0.0
-        batches = (
+        bar = (
             tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
             if show_progress
-            else train_data
+            else None
         )
         self.optimizer.zero_grad()
         steps = 0
         log = ProgressLog(f"train epoch {epoch_idx}", len(train_data), " batches", enabled=not show_progress)
         log.done = skip
-        for batch_idx, interaction in enumerate(batches):
-            if batch_idx < skip:
-                continue  # collated all the same: the negatives of later batches come out as before
-            if batch_idx == skip and skip:
+        batches = enumerate(bar if show_progress else train_data)
+        for _ in range(skip):
+            next(batches)  # collated all the same: the negatives of later batches come out as before
+        ahead = PromptsAhead(self.prefetch_prompts)
+        prepare = functools.partial(self.prepared_passes, with_prompts=loss_func is None)
+        try:
+            upcoming, prepared = self.next_batch(batches, ahead, prepare)
+            if skip and upcoming is not None:
                 self.restore_rng(seed)
-            batch_loss = 0.0
-            step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
-            parts = list(self.passes(interaction))
-            for index, (part, share) in enumerate(parts):
-                with self.gradient_average(now=step_now and index == len(parts) - 1) as touch_all:
-                    loss = loss_func(part.to(self.device))
-                    self._check_nan(loss)
-                    self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
-                batch_loss += loss.item() * share
-            if step_now and not parts:  # this rank has no example in the batch, but the others wait for its part
-                with self.gradient_average(now=True) as touch_all:
-                    if torch.is_tensor(touch_all):
-                        self.loss_scaler.scale(touch_all).backward()
-            total_loss += batch_loss
-            log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
-            if not step_now:
-                continue
-            if self.clip_grad_norm:
-                self.loss_scaler.unscale_(self.optimizer)
-                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
-            self.loss_scaler.step(self.optimizer)  # skipped, with a smaller scale after, when a gradient overflowed
-            self.loss_scaler.update()
-            self.optimizer.zero_grad()
-            steps += 1
-            if show_progress:
-                batches.set_postfix_str(f"loss {total_loss / (batch_idx + 1):.4f}")
-            if self.checkpoint_steps and steps % self.checkpoint_steps == 0 and batch_idx + 1 < len(train_data):
-                self.save_resume_point(epoch_idx, batch_idx + 1, total_loss)
+            while upcoming is not None:
+                batch_idx, _ = upcoming
+                parts = prepared.result()
+                upcoming = None
+                batch_loss = 0.0
+                step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
+                for index, (part, share, prompts) in enumerate(parts):
+                    last = index == len(parts) - 1
+                    with self.gradient_average(now=step_now and last) as touch_all:
+                        part = part.to(self.device)
+                        loss = self.model.calculate_loss(part, prompts) if loss_func is None else loss_func(part)
+                        self._check_nan(loss)
+                        if last:  # the device runs the backward; the host builds the next batch's prompts
+                            upcoming, prepared = self.next_batch(batches, ahead, prepare)
+                        self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
+                    batch_loss += loss.item() * share
+                if not parts:  # this rank has no example in the batch, but the others wait for its part
+                    upcoming, prepared = self.next_batch(batches, ahead, prepare)
+                    if step_now:
+                        with self.gradient_average(now=True) as touch_all:
+                            if torch.is_tensor(touch_all):
+                                self.loss_scaler.scale(touch_all).backward()
+                total_loss += batch_loss
+                log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
+                if not step_now:
+                    continue
+                if self.clip_grad_norm:
+                    self.loss_scaler.unscale_(self.optimizer)
+                    clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+                self.loss_scaler.step(self.optimizer)  # skipped, with a smaller scale after, when a gradient overflowed
+                self.loss_scaler.update()
+                self.optimizer.zero_grad()
+                steps += 1
+                if show_progress:
+                    bar.set_postfix_str(f"loss {total_loss / (batch_idx + 1):.4f}")
+                if self.checkpoint_steps and steps % self.checkpoint_steps == 0 and batch_idx + 1 < len(train_data):
+                    self.save_resume_point(epoch_idx, batch_idx + 1, total_loss)
+        finally:
+            ahead.close()
         self.resume_batches = 0
         self.save_resume_point(epoch_idx, len(train_data), total_loss)
         return total_loss
