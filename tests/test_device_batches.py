@@ -20,7 +20,13 @@ from recbole_trsr.llm.device_batches import (
 )
 from recbole_trsr.runner import build_config
 
-SETTINGS = {"summary_max_new_tokens": 128, "item_max_tokens": 64, "block_size": 5, "max_blocks": 5}
+SETTINGS = {
+    "summary_max_new_tokens": 128,
+    "item_max_tokens": 64,
+    "block_size": 5,
+    "max_blocks": 5,
+    "summary_server_concurrency": 8,
+}
 
 
 def test_kv_cache_of_the_default_model_and_of_a_model_without_grouped_heads():
@@ -54,6 +60,20 @@ def test_auto_on_the_cpu_and_a_given_size(tiny_lm):
     assert summary_batch_size({**SETTINGS, "summary_batch_size": "auto"}, model) == CPU_GENERATION_BATCH
     assert summary_batch_size({**SETTINGS, "summary_batch_size": "auto"}) == CPU_GENERATION_BATCH  # a server's
     assert summary_batch_size({**SETTINGS, "summary_batch_size": 3}, model) == 3
+
+
+def test_a_servers_batch_fills_every_request_slot():
+    server = {**SETTINGS, "summary_batch_size": "auto", "summary_server_concurrency": 256}
+    assert summary_batch_size(server) == 256  # 16 at a time would leave 240 of vLLM's slots empty
+    assert summary_batch_size({**server, "summary_batch_size": 32}) == 32  # as given
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "many", True, None])
+def test_a_bad_summary_server_concurrency_is_one_line(value):
+    with pytest.raises(
+        UserInputError, match=f"^summary_server_concurrency must be a positive whole number, not {value!r}$"
+    ):
+        summary_batch_size({**SETTINGS, "summary_batch_size": "auto", "summary_server_concurrency": value})
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, "big", True])

@@ -250,6 +250,54 @@ def test_server_that_refuses_a_request_is_quoted():
         server.shutdown()
 
 
+def test_a_server_gets_summary_server_concurrency_requests_at_once(tiny_llm_overrides):
+    import http.server
+    import json
+    import threading
+    import time
+
+    from recbole_trsr.runner import build_config
+    from recbole_trsr.summary.factory import build_summarizer
+
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            time.sleep(0.05)  # long enough for the batch's other requests to arrive meanwhile
+            with lock:
+                in_flight[0] -= 1
+            body = json.dumps({"choices": [{"message": {"content": "likes tea"}}], "usage": {}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = {
+        **tiny_llm_overrides,
+        "summary_backend": "server",
+        "summary_server_url": f"http://127.0.0.1:{server.server_port}",
+        "summary_server_model": "m",
+        "summary_server_concurrency": "24",
+    }
+    try:
+        backend = build_summarizer(build_config("LLMTRSR", "tiny", [], settings), {}).backend
+        assert backend.settings.batch_size == 24  # auto: every request slot gets a prompt
+        answers = backend.generate([f"prompt {number}" for number in range(48)])
+        assert [answer.text for answer in answers] == ["likes tea"] * 48 and most[0] == 24
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.skipif(
     not __import__("os").environ.get("RECBOLE_TRSR_SERVER_URL"),
     reason="set RECBOLE_TRSR_SERVER_URL (and RECBOLE_TRSR_SERVER_MODEL) to an OpenAI-compatible server",

@@ -42,16 +42,27 @@ def summary_sequence_tokens(config, context_window: int) -> int:
     return min(context_window, max(block, merge) + 256 + new_tokens)
 
 
+def summary_server_concurrency(config) -> int:
+    """Requests a server backend keeps in flight: a server such as vLLM batches the requests it holds."""
+    value = config["summary_server_concurrency"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"summary_server_concurrency must be a positive whole number, not {value!r}")
+    return value
+
+
 def summary_batch_size(config, model=None) -> int:
     """``summary_batch_size`` as given, or for ``auto`` the device's (see generation_batch_size). Without a model
-    (a server generates), ``auto`` is the CPU's: the batch is then only how many summaries are committed at once."""
+    (a server generates), the batch is how many prompts go to the server before they are committed together:
+    ``auto`` is the CPU's, or ``summary_server_concurrency`` when that is larger, so that every request slot has a
+    prompt."""
     value = config["summary_batch_size"]
+    concurrency = summary_server_concurrency(config)  # checked here too: check_config's one call covers both
     if value != "auto":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserInputError(f"summary_batch_size must be a positive whole number or auto, not {value!r}")
         return value
     if model is None:
-        return CPU_GENERATION_BATCH
+        return max(CPU_GENERATION_BATCH, concurrency)
     weights = next(model.parameters())
     free = torch.cuda.mem_get_info(weights.device)[0] if weights.device.type == "cuda" else 0
     window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)

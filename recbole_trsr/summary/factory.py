@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_trsr.item_text import capped_texts
-from recbole_trsr.llm.device_batches import summary_batch_size
+from recbole_trsr.llm.device_batches import summary_batch_size, summary_server_concurrency
 from recbole_trsr.llm.generation import GenerationSettings
 from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
@@ -26,7 +26,8 @@ def build_summarizer(config, item_texts) -> Summarizer:
     )
     if server:  # the tokenizer only caps item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
-        backend = OpenAICompatibleBackend(config["summary_server_url"], name, settings)
+        concurrency = summary_server_concurrency(config)
+        backend = OpenAICompatibleBackend(config["summary_server_url"], name, settings, concurrency=concurrency)
     else:
         name = spec.path + (f"/{spec.gguf_file}" if spec.gguf_file else "")
         backend = TransformersBackend(model, tokenizer, settings, name)
