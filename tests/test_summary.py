@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import sqlite3
+import threading
 
 import pytest
 
@@ -223,25 +225,36 @@ def test_unreachable_server_keeps_what_was_done(tmp_path):
     assert len(store) == 1
 
 
-def test_server_that_refuses_a_request_is_quoted():
-    import http.server
-    import threading
+class StandIn(http.server.BaseHTTPRequestHandler):
+    """A stand-in summary server's handler: quiet, answering with ``reply``."""
 
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serving(handler, server_class=http.server.HTTPServer):
+    class Listening(server_class):
+        request_queue_size = 64  # socketserver's 5 would drop requests that arrive together, retried a second later
+
+    server = Listening(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_server_that_refuses_a_request_is_quoted():
     from recbole_trsr.summary.backends import OpenAICompatibleBackend
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
+    class Refusing(StandIn):
         def do_POST(self):  # what llama.cpp's server answers when a prompt overflows a slot's context
-            body = b'{"error":{"code":500,"message":"Context size has been exceeded."}}'
-            self.send_response(500)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(500, b'{"error":{"code":500,"message":"Context size has been exceeded."}}')
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serving(Refusing)
     try:
         backend = OpenAICompatibleBackend(f"http://127.0.0.1:{server.server_port}", "m", GenerationSettings())
         with pytest.raises(UserInputError, match="answered HTTP 500: .*Context size has been exceeded"):
@@ -251,37 +264,29 @@ def test_server_that_refuses_a_request_is_quoted():
 
 
 def test_a_server_gets_summary_server_concurrency_requests_at_once(tiny_llm_overrides):
-    import http.server
     import json
-    import threading
-    import time
 
     from recbole_trsr.runner import build_config
     from recbole_trsr.summary.factory import build_summarizer
 
-    in_flight, most = [0], [0]
-    lock = threading.Lock()
+    in_flight, most, arrivals = [0], [0], [0]
+    arrived = threading.Condition()
 
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
+    class Slow(StandIn):
+        def do_POST(self):  # answers requests in waves of 24 (or after 5 s), as vLLM would batch them
             self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
+            with arrived:
                 in_flight[0] += 1
                 most[0] = max(most[0], in_flight[0])
-            time.sleep(0.05)  # long enough for the batch's other requests to arrive meanwhile
-            with lock:
+                arrivals[0] += 1
+                wave_end = -(-arrivals[0] // 24) * 24
+                arrived.notify_all()
+                arrived.wait_for(lambda: arrivals[0] >= wave_end, timeout=5)
+            with arrived:
                 in_flight[0] -= 1
-            body = json.dumps({"choices": [{"message": {"content": "likes tea"}}], "usage": {}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, json.dumps({"choices": [{"message": {"content": "likes tea"}}], "usage": {}}).encode())
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serving(Slow, http.server.ThreadingHTTPServer)
     settings = {
         **tiny_llm_overrides,
         "summary_backend": "server",
