@@ -7,8 +7,8 @@
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
 #   bash benchmarks/gpu_session.sh generation training-more                        (timeout_s 300)
-# (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most 8 files): session.log
-# (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The steps, in the order
+# (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most
+# 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The steps, in the order
 # of what the issues need most:
 #   suite       the test suite on CUDA in 16 workers, each test's outcome (and a failure's traceback) in the log
 #   scoring     float16 (the GPU default): candidates/s, the matmul rate, max |shared prefix - full prompt|,
@@ -17,7 +17,7 @@
 #               candidates/s through the real pipeline), and the same without prompt_prefetch: whether building
 #               the next batch's prompts while the GPU works pays, in training and in scoring
 #   training-more  batches of 256 rows, and the operators that take the GPU's time and the host's
-#   generation  summaries: generated tokens/s at batch sizes 256, 512 and 1,024 (summary_batch_size: auto's cap)
+#   generation  summaries: generated tokens/s at batch sizes 1,024 (summary_batch_size: auto's cap), 512 and 256
 #               on real block prompts
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
@@ -88,8 +88,9 @@ for name in $steps; do
     training-more)
       step training-batch256 55 "${train[@]}" --train_users 256 --setting train_batch_size=256
       step training-profile 55 "${train[@]}" --train_users 96 --setting train_batch_size=64 --profile ;;
-    # 1,024 prompts (each batch size runs all of them; rows print as they finish, so a cut step keeps the first).
-    generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 256 512 1024 \
+    # 1,024 prompts (each batch size runs all of them; rows print as they finish, so a cut step keeps the first:
+    # the cap that summary_batch_size: auto now takes on a GPU).
+    generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 1024 512 256 \
       --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
