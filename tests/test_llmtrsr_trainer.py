@@ -148,7 +148,8 @@ def test_scoring_with_prompts_built_ahead_gives_the_same_metrics(overrides):
     from recbole.utils import init_seed
 
     trainer, _, valid_data = prepared({**overrides, "prompt_prefetch": "False", "eval_batch_size": "42"})
-    init_seed(trainer.config["seed"], False)  # RecBole samples the candidates as it collates each batch
+    seed = trainer.config["seed"], trainer.config["reproducibility"]
+    init_seed(*seed)  # RecBole samples the candidates as it collates each batch
     alone = trainer.evaluate(valid_data, load_best_model=False)
     trainer.prefetch_prompts = True
     built_on, requests_of_rows = [], trainer.model.requests_of_rows
@@ -158,7 +159,7 @@ def test_scoring_with_prompts_built_ahead_gives_the_same_metrics(overrides):
         return requests_of_rows(*rows)
 
     trainer.model.requests_of_rows = recorded
-    init_seed(trainer.config["seed"], False)
+    init_seed(*seed)
     ahead = trainer.evaluate(valid_data, load_best_model=False)
     assert ahead == alone
     assert len(built_on) == len(valid_data) and set(built_on) == {"prompts-ahead_0"}  # none built twice, or here
