@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import time
 from pathlib import Path
 
@@ -271,8 +272,8 @@ class LLMTRSRTrainer(Trainer):
         log = ProgressLog(f"train epoch {epoch_idx}", len(train_data), " batches", enabled=not show_progress)
         log.done = skip
         batches = enumerate(bar if show_progress else train_data)
-        for _ in range(skip):
-            next(batches)  # collated all the same: the negatives of later batches come out as before
+        for _ in itertools.islice(batches, skip):
+            pass  # collated all the same: the negatives of later batches come out as before
         ahead = PromptsAhead(self.prefetch_prompts)
         prepare = functools.partial(self.prepared_passes, with_prompts=loss_func is None)
         try:
