@@ -6,13 +6,14 @@
 # then the device tool's three setup calls from that script's header, back to back, the third ending in
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
-#   bash benchmarks/gpu_session.sh generation training-more                        (timeout_s 300)
+#   bash benchmarks/gpu_session.sh generation scoring-more training-more            (timeout_s 300)
 # (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most
-# 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The steps, in the order
-# of what the issues need most:
+# 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The
+# steps, in the order of what the issues need most:
 #   suite       the test suite on CUDA in 16 workers, each test's outcome (and a failure's traceback) in the log
-#   scoring     float16 (the GPU default): candidates/s, the matmul rate, max |shared prefix - full prompt|,
-#               and the operators of one shared-prefix run
+#   scoring     float16 (the GPU default) at 64 users a step (eval_batch_size: auto on a GPU): candidates/s, the
+#               matmul rate, max |shared prefix - full prompt|
+#   scoring-more  the same at 16 users a step, with the operators of one shared-prefix run
 #   training    LLMTRSR rows/s in steady state at the defaults, then in batches of 64 rows (then the evaluation's
 #               candidates/s through the real pipeline), and the same without prompt_prefetch: whether building
 #               the next batch's prompts while the GPU works pays, in training and in scoring
@@ -45,7 +46,7 @@ step() {
   python3 -c "import pytest; print('pytest', pytest.__version__)" || echo "no pytest on this machine: step 1 cannot run"
 } >>"$log" 2>&1
 
-steps=${*:-suite scoring training generation training-more ddp}
+steps=${*:-suite scoring training generation scoring-more training-more ddp}
 # Summaries made on a CPU (default model, amazon-scientific: the published comparison's users), so that training
 # starts at once; a store carried in .gpu/3 goes first. The store's keys do not hold the dtype: float16 reuses them.
 mkdir -p /tmp/gpu-session-saved
@@ -67,15 +68,15 @@ for name in $steps; do
     # The suite first: whether the GPU path is correct is what the issue asks most. The GPU image has
     # pytest-xdist. Each failure's traceback goes into the log as it happens (tests/conftest.py), since the
     # box may cut the summary. The slowest files are named first, so that workers start them first: in the last
-    # two sessions the box cut the suite before LLMTRSR's resume, 2-rank and end-to-end tests had run.
-    suite) RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 180 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
+    # two sessions boxes of 150 to 180 s cut the suite at about 90 %, before LLMTRSR's resume, 2-rank and
+    # end-to-end tests had run. So it has 240 s now, and the 16-user scoring run moved to the fourth call.
+    suite) RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 240 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
       --junitxml="$out/suite.xml" $test_files ;;
-    # 16 users a step, then 64 (eval_batch_size: auto on a GPU), the operators of the first.
-    scoring)
-      step scoring-fp16 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 --users 64 \
-        --users-per-batch 16 --profile --output "$out/scoring-fp16.json"
-      step scoring-fp16-64-users 60 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 --users 128 \
-        --users-per-batch 64 --padded-candidates 1 ;;
+    # 64 users a step (eval_batch_size: auto on a GPU); then 16, with the operators.
+    scoring) step scoring-fp16-64-users 60 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
+      --users 128 --users-per-batch 64 --padded-candidates 1 --output "$out/scoring-fp16.json" ;;
+    scoring-more) step scoring-fp16-16-users 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
+      --users 64 --users-per-batch 16 --profile ;;
     # LoRA training ran at 5.9 rows/s on an H100 while cuDNN's attention planned every shape (2026-11-27). Rows/s
     # at the defaults (batches of 8 rows; under reproducibility the math attention kernel), then in batches of 64
     # (amazon's 20-minute goal needs ~1,500 rows/s), with prompt_prefetch (auto: on a GPU) and without, side by
@@ -94,7 +95,7 @@ for name in $steps; do
       --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, training, training-more, generation, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, generation, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"
