@@ -167,7 +167,7 @@ def test_scoring_with_prompts_built_ahead_gives_the_same_metrics(overrides):
 
 
 def test_prompt_prefetch_follows_the_device_and_rejects_other_values(capsys, overrides):
-    assert prompt_prefetch({"prompt_prefetch": "auto"}, "cpu") is False  # the backward takes every core
+    assert prompt_prefetch({"prompt_prefetch": "auto"}, "cpu") is False  # the model's arithmetic takes every core
     assert prompt_prefetch({"prompt_prefetch": "auto"}, "cuda:0") is True
     assert prompt_prefetch({"prompt_prefetch": True}, "cpu") is True
     capsys.readouterr()
