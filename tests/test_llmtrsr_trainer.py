@@ -165,6 +165,13 @@ def test_scoring_with_prompts_built_ahead_gives_the_same_metrics(overrides):
     assert len(built_on) == len(valid_data) and set(built_on) == {"prompts-ahead_0"}  # none built twice, or here
     assert trainer.model.built_ahead == {}
 
+    built_on.clear()
+    trainer.test_batch_size = 20  # fewer rows than a user's 21 candidates: RecBole scores each batch in parts
+    init_seed(*seed)
+    in_parts = trainer.evaluate(valid_data, load_best_model=False)
+    assert set(built_on) == {"MainThread"}  # each part built as it is scored, none on the thread for nothing
+    assert in_parts.keys() == alone.keys() and all(abs(in_parts[k] - alone[k]) < 1e-9 for k in alone)
+
 
 def test_prompt_prefetch_follows_the_device_and_rejects_other_values(capsys, overrides):
     assert prompt_prefetch({"prompt_prefetch": "auto"}, "cpu") is False  # the model's arithmetic takes every core

@@ -179,13 +179,15 @@ class LLMTRSRTrainer(Trainer):
         ahead = PromptsAhead(True)
 
         def build(batch):
-            self.model.build_ahead(batch[0])  # (interaction, rows, positive users, positive items)
+            interaction = batch[0]  # (interaction, rows, positive users, positive items)
+            if len(interaction) <= self.test_batch_size:  # a longer one RecBole scores in parts, each built then
+                self.model.build_ahead(interaction)
 
         try:
             yield loader_yielding(eval_data, lambda: prefetched(eval_data, build, ahead), len(eval_data))
         finally:
             ahead.close()
-            self.model.built_ahead.clear()  # the prompts of batches that RecBole scored in parts
+            self.model.built_ahead.clear()  # an evaluation that ended early leaves its next batch's prompts
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.fit_started = time.perf_counter()

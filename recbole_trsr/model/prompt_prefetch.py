@@ -43,7 +43,7 @@ class Deferred:
 
 class PromptsAhead:
     """Jobs on one worker thread, one at a time, or deferred when off. A prompt that the main thread builds
-    meanwhile (a scoring batch that RecBole splits) waits for the model's lock (``LLMTRSR.building``)."""
+    meanwhile (the parts of a scoring batch that RecBole splits) waits for the model's lock (``LLMTRSR.building``)."""
 
     def __init__(self, enabled: bool):
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="prompts-ahead") if enabled else None
