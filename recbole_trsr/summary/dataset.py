@@ -124,8 +124,29 @@ class LLMTRSRDataset(SequentialDataset):
         partial last block is summarized too, that prefix's own (its last block depends on where it ends)."""
         return (user, history_end) if self.config["summary_partial_block"] else user
 
+    def owner_user(self, owner) -> int:
+        """The user of a ``summary_owner``."""
+        return owner[0] if self.config["summary_partial_block"] else owner
+
     def make_summaries(self, datasets) -> dict[tuple[int, int], str]:
         """Every summary that the train, valid and test examples need, from the store or the summarizer."""
+        requests = self.summary_requests(datasets)
+        summarizer = factory.build_summarizer(self.config, self.item_texts)
+        texts = summarizer.summarize(requests)
+        summarizer.stats.users = {self.owner_user(owner) for owner in requests}  # users, not prefixes, in the report
+        # The summaries are final now: the recommender may take the summarizer's model instead of loading it again.
+        self.loaded_llm = factory.loaded_model(summarizer)
+        self.summary_stats = stats = summarizer.stats
+        logger.info(
+            f"summaries: {stats.calls} LLM calls, {stats.reused} reused from {summarizer.store.path}, "
+            f"{stats.calls_per_user():.2f} calls per user, {stats.new_tokens} tokens generated, "
+            f"{stats.empty} empty, {stats.seconds:.1f} s"
+        )
+        return texts
+
+    def summary_requests(self, datasets) -> dict:
+        """What the summarizer is asked for: {owner: (history as item tokens, numbers of complete blocks)}, every
+        count that an example of ``datasets`` reads (see ``summary_owner``)."""
         needed: dict = {}
         deepest: dict = {}
         only = self.config["summary_users"]
@@ -141,23 +162,13 @@ class LLMTRSRDataset(SequentialDataset):
                 needed.setdefault(owner, set()).add(plan.complete_blocks)
                 deepest[owner] = max(deepest.get(owner, 0), end)
         tokens = self.field2id_token[self.iid_field]
-        user_of = (lambda owner: owner[0]) if self.config["summary_partial_block"] else (lambda owner: owner)
-        requests = {
-            owner: ([str(tokens[item]) for item in self.user_sequences[user_of(owner)][: deepest[owner]]], counts)
+        return {
+            owner: (
+                [str(tokens[item]) for item in self.user_sequences[self.owner_user(owner)][: deepest[owner]]],
+                counts,
+            )
             for owner, counts in needed.items()
         }
-        summarizer = factory.build_summarizer(self.config, self.item_texts)
-        texts = summarizer.summarize(requests)
-        summarizer.stats.users = {user_of(owner) for owner in requests}  # users, not prefixes, in the report
-        # The summaries are final now: the recommender may take the summarizer's model instead of loading it again.
-        self.loaded_llm = factory.loaded_model(summarizer)
-        self.summary_stats = stats = summarizer.stats
-        logger.info(
-            f"summaries: {stats.calls} LLM calls, {stats.reused} reused from {summarizer.store.path}, "
-            f"{stats.calls_per_user():.2f} calls per user, {stats.new_tokens} tokens generated, "
-            f"{stats.empty} empty, {stats.seconds:.1f} s"
-        )
-        return texts
 
     def prompt_parts(self, user: int, history_end: int) -> tuple[str, list[int]]:
         """(summary text, recent item ids oldest first) for the example whose target follows history_end."""
