@@ -4,6 +4,10 @@ from recbole_trsr import compat
 
 compat.apply()  # before anything below imports RecBole
 
+from recbole_trsr import eval_batches  # noqa: E402
+
+eval_batches.install()  # sampled candidates built per batch, from RecBole's own draws
+
 from recbole_trsr.model import (  # noqa: E402
     LLMTRSR,
     CountRank,
