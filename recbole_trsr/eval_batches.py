@@ -2,9 +2,10 @@
 
 RecBole 1.2.1's ``NegSampleEvalDataLoader.collate_fn`` builds a batch user by user: the user's rows, their
 negatives, an Interaction repeated, joined and labelled, and finally all users' Interactions concatenated. On
-``amazon`` (22,363 users, 20 negatives each) one validation pass took 11.7 s of a CPU core, and three quarters of
-it went to that per-user work, not to the draws. Every model pays it at each validation and at the test: RecBole's
-baselines validate after each of their 40-odd epochs, where a GPU trains an epoch of theirs in seconds.
+``amazon`` (22,363 users, 20 negatives each) three quarters of a validation pass went to that per-user work, not
+to the draws: 5.6 s a pass on an idle 2-core machine, 1.2 s here (benchmarks/RESULTS.md, 2026-11-28). Every
+model pays it at each validation and at the test: RecBole's baselines validate after each of their 40-odd
+epochs, where a GPU trains an epoch of theirs in seconds.
 
 ``collate_users`` calls the sampler exactly as RecBole does, user by user, in the same order and with the same
 arguments. Its draws from numpy's global state are therefore the same, and so are the candidates. It then
