@@ -6,7 +6,7 @@
 # then the device tool's three setup calls from that script's header, back to back, the third ending in
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
-#   bash benchmarks/gpu_session.sh generation scoring-more training-more            (timeout_s 300)
+#   bash benchmarks/gpu_session.sh summaries training-more scoring-more generation   (timeout_s 300)
 # (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most
 # 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The
 # steps, in the order of what the issues need most:
@@ -18,6 +18,9 @@
 #               candidates/s through the real pipeline), and the same without prompt_prefetch: whether building
 #               the next batch's prompts while the GPU works pays, in training and in scoring
 #   training-more  batches of 256 rows, and the operators that take the GPU's time and the host's
+#   summaries   the issue's summary goal as it states it: hierarchical summaries (blocks, then merges) of 3,000
+#               real amazon users through the run itself (--precompute_summaries, summary_batch_size: auto), its
+#               generated tokens/s as the run logs them
 #   generation  summaries: generated tokens/s at batch sizes 1,024 (summary_batch_size: auto's cap), 512 and 256
 #               on real block prompts
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
@@ -46,7 +49,7 @@ step() {
   python3 -c "import pytest; print('pytest', pytest.__version__)" || echo "no pytest on this machine: step 1 cannot run"
 } >>"$log" 2>&1
 
-steps=${*:-suite scoring training generation scoring-more training-more ddp}
+steps=${*:-suite scoring training summaries training-more scoring-more generation ddp}
 # Summaries made on a CPU (default model, amazon-scientific: the published comparison's users), so that training
 # starts at once; a store carried in .gpu/3 goes first. The store's keys do not hold the dtype: float16 reuses them.
 mkdir -p /tmp/gpu-session-saved
@@ -91,11 +94,16 @@ for name in $steps; do
       step training-profile 55 "${train[@]}" --train_users 96 --setting train_batch_size=64 --profile ;;
     # 1,024 prompts (each batch size runs all of them; rows print as they finish, so a cut step keeps the first:
     # the cap that summary_batch_size: auto now takes on a GPU).
+    # Users picked by max_users' seeded hash, their store empty (a new folder); the run logs calls, generated tokens
+    # and tokens/s every minute and at the end, so a cut step still leaves its rate so far.
+    summaries) step summaries 120 python3 run_recbole_trsr.py --model=LLMTRSR --dataset=amazon \
+      --data_path=../shared/data --max_users=3000 --precompute_summaries --checkpoint_dir=/tmp/gpu-session-summaries \
+      --show_progress=False ;;
     generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 1024 512 256 \
       --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, generation, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"
