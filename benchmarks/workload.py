@@ -13,7 +13,11 @@ counts, through the plugin's own code:
 - training: rows per epoch (targets and their sampled negatives) and epochs, and the tokens a row costs through
   the shared prefix (a positive and its negatives read one prefix), from ``--sample`` seeded training examples;
 - scoring: the candidates of each validation and of the test, and their tokens per candidate, from ``--sample``
-  seeded evaluation users.
+  seeded evaluation users;
+- training passes: the tokens a row costs, padding included, when a batch of ``--pass-rows`` rows goes through one
+  pass as on a GPU (the opening that the pass's prompts share once, each prefix padded to the pass's longest, each
+  example's candidates in a row padded to the pass's widest), the sampled examples taken in their drawn order as a
+  shuffled epoch takes them.
 It then prints each phase's time at issue 13's floor rates (10,000 generated tokens/s, 300 training rows/s, 10,000
 scored candidates/s) and the training rows/s that the budget leaves room for, with the forward FLOPs of each
 phase (2 x the model's non-embedding parameters per token; attention and the backward not counted). The
@@ -37,6 +41,7 @@ from recbole.data import create_dataset  # noqa: E402
 from recbole_trsr.item_text import capped_texts  # noqa: E402
 from recbole_trsr.llm.generation import Generated, encode_prompt  # noqa: E402
 from recbole_trsr.llm.loading import LLMSpec, load_tokenizer  # noqa: E402
+from recbole_trsr.llm.scoring import common_opening  # noqa: E402
 from recbole_trsr.runner import build_config, prepare_data  # noqa: E402
 from recbole_trsr.seeding import seed_everything  # noqa: E402
 from recbole_trsr.summary.dataset import HISTORY_END  # noqa: E402
@@ -120,13 +125,34 @@ def count_summaries(config, dataset, splits, answers, seed: int) -> tuple[dict, 
     }
 
 
-def example_tokens(model, examples) -> tuple[float, float]:
+def example_tokens(model, requests) -> tuple[float, float]:
     """Mean (tokens through the shared prefix, of them the tokens after the instruction every prompt opens with)
-    per example: its prefix once, then each candidate's suffix."""
-    requests = model.build_requests(examples)
+    per example of ``requests`` (``LLMTRSR.build_requests``): its prefix once, then each candidate's suffix."""
     opening = len(model.fitter.encode(model.templates["instruction"]))
     total = [len(prefix) + sum(map(len, suffixes)) for prefix, suffixes in requests]
     return sum(total) / len(total), sum(total) / len(total) - opening
+
+
+def pass_tokens(requests, examples_per_pass: int, suffixes_per_row: int) -> dict:
+    """Tokens per row when ``examples_per_pass`` examples go through each training pass together, as
+    ``YesNoScorer.answer_states`` runs them with gradients: the opening every prefix of the pass shares runs once,
+    each prefix's own part is padded to the pass's longest, and each example's suffixes (rows of at most
+    ``suffixes_per_row``) to the pass's widest row. Padding is what that adds to the same passes unpadded."""
+    run = padding = rows = 0
+    for start in range(0, len(requests) - examples_per_pass + 1, examples_per_pass):
+        passed = requests[start : start + examples_per_pass]
+        common = common_opening([prefix for prefix, _ in passed])
+        own = [len(prefix) - common for prefix, _ in passed]
+        widths = [
+            sum(map(len, suffixes[first : first + suffixes_per_row]))
+            for _, suffixes in passed
+            for first in range(0, len(suffixes), suffixes_per_row)
+        ]
+        padded = common + len(own) * max(own) + len(widths) * max(widths)
+        run += padded
+        padding += padded - common - sum(own) - sum(widths)
+        rows += sum(len(suffixes) for _, suffixes in passed)
+    return {"tokens_per_row": run / rows, "padding_share": padding / run}
 
 
 def sampled_examples(split, draw: random.Random, size: int, items_per_example, item_num: int):
@@ -158,6 +184,7 @@ def main() -> None:
         help="a summary store whose texts and lengths stand in for the answers",
     )
     parser.add_argument("--sample", type=int, default=2000, help="examples drawn for tokens per row and candidate")
+    parser.add_argument("--pass-rows", type=int, nargs="+", default=[8, 32, 64, 256], help="training rows a pass")
     parser.add_argument("--budget-min", type=float, default=20.0)
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
@@ -189,7 +216,10 @@ def main() -> None:
     draw = random.Random(config["seed"])
     negatives = config["train_neg_sample_args"]["sample_num"]
     train = train_data._dataset
-    per_example, _ = example_tokens(model, sampled_examples(train, draw, args.sample, 1 + negatives, dataset.item_num))
+    training_requests = model.build_requests(
+        sampled_examples(train, draw, args.sample, 1 + negatives, dataset.item_num)
+    )
+    per_example, _ = example_tokens(model, training_requests)
     epochs = config["epochs"]
     figures["training"] = {
         "examples_per_epoch": len(train),
@@ -197,10 +227,17 @@ def main() -> None:
         "epochs": epochs,
         "rows": len(train) * (1 + negatives) * epochs,
         "tokens_per_row": per_example / (1 + negatives),
+        "one_pass_of": {
+            rows: pass_tokens(training_requests, max(1, rows // (1 + negatives)), config["score_suffixes_per_row"])
+            for rows in args.pass_rows
+        },
     }
     candidates_per_user = 1 + int(config["eval_args"]["mode"]["valid"].removeprefix("uni") or 0)
     scoring_tokens, scoring_tokens_after_opening = example_tokens(
-        model, sampled_examples(valid_data._dataset, draw, args.sample, candidates_per_user, dataset.item_num)
+        model,
+        model.build_requests(
+            sampled_examples(valid_data._dataset, draw, args.sample, candidates_per_user, dataset.item_num)
+        ),
     )
     eval_users = len(valid_data._dataset)
     passes = epochs // max(1, config["eval_step"]) + 1 if config["eval_step"] else 1
@@ -267,6 +304,13 @@ def report(figures: dict, parameters: int, budget_min: float) -> None:
     print("|:--|:--|:--|--:|--:|")
     for phase, work, rate, seconds, flops in rows:
         print(f"| {phase} | {work} | {rate} | {seconds / 60:.1f} | {flops:.2e} |")
+    print(
+        "Training rows a pass (a GPU runs a batch in one pass): tokens a row, padding included (its share): "
+        + ", ".join(
+            f"{rows}: {passes['tokens_per_row']:.0f} ({passes['padding_share']:.0%})"
+            for rows, passes in training["one_pass_of"].items()
+        )
+    )
     left_s = budget_min * 60 - fixed_s
     needed = training["rows"] / left_s if left_s > 0 else float("inf")
     figures["training_rows_per_s_for_budget"] = needed
