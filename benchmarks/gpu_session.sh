@@ -23,6 +23,9 @@
 #               generated tokens/s as the run logs them
 #   generation  summaries: generated tokens/s at batch sizes 1,024 (summary_batch_size: auto's cap), 512 and 256
 #               on real block prompts
+#   side-by-side  a small LLMTRSR, SASRec and GRU4Rec comparison with its models side by side (parallel_models,
+#               on by default on a GPU), then one after another: the run's wall time each way (not in the default
+#               steps: give it by name when a session has time left)
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
 set -u
@@ -102,9 +105,18 @@ for name in $steps; do
     # the cap that summary_batch_size: auto now takes on a GPU).
     generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 1024 512 256 \
       --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
+    # The comparison's models side by side (parallel_models: auto is on for a GPU), then one after another: the
+    # whole run's wall time each way, and each model's train_s in the printed table. Small budgets, so that both fit.
+    side-by-side)
+      for together in True False; do
+        step "side-by-side-$together" 150 python3 run_recbole_trsr.py --dataset=amazon-scientific \
+          --model="LLMTRSR[train_users=96;max_train_prefixes=1;epochs=1;eval_step=0],SASRec[epochs=10],GRU4Rec[epochs=10]" \
+          --data_path=../shared/data --eval_users=300 --checkpoint_dir=/tmp/gpu-session-saved --show_progress=False \
+          --parallel_models=$together --output_dir="/tmp/gpu-session-side-by-side-$together"
+      done ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, side-by-side, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"

@@ -55,6 +55,12 @@ class CandidateLog:
         finally:
             collector.eval_batch_collect = collect
 
+    def detached(self) -> CandidateLog:
+        """The same record without its dataset, to send to another process."""
+        log = CandidateLog(None, self.sampled)
+        log.candidates = self.candidates
+        return log
+
     def digest(self) -> str:
         """A short fingerprint of all recorded candidates; 'full' under full ranking."""
         if not self.sampled:

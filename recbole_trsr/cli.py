@@ -15,6 +15,7 @@ from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tab
 from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.model_list import split_model_list
+from recbole_trsr.parallel_models import side_by_side
 from recbole_trsr.processes import run_processes
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
@@ -137,6 +138,7 @@ def run(args, rest: list[str]) -> int:
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
     first_config = build_config(models[0], args.dataset, config_files, overrides)
     nproc, world_size, offset = processes(first_config)
+    side_by_side(first_config)  # a value that cannot run fails here, before any rank starts
     if world_size == 1:
         print(compare(args, models, config_files, overrides, earlier))
         return 0
@@ -181,7 +183,7 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
         )
         written["markdown"] = written["to"].write(rows, comparison_settings(config), title)
 
-    run_comparison(models, args.dataset, config_files, overrides, on_run=write)
+    run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
     if not first:
         return ""
     return written["markdown"] + "\n\nwritten to " + ", ".join(written["to"].paths.values())

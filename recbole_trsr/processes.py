@@ -1,4 +1,5 @@
-"""This machine's processes of a run (``--nproc``): started, watched, and stopped together when one fails.
+"""Processes of a run: the ranks of ``--nproc`` (started, watched, and stopped together when one fails), and
+the models of a comparison run side by side (``parallel_models``; each goes on whatever the others do).
 
 A rank that dies mid-run leaves the others blocked in a collective until the group's timeout; watching the
 processes from here ends the run at once instead, with one line that names the rank.
@@ -38,15 +39,7 @@ def run_processes(work, nproc: int, offset: int, world_size: int, what: str, deb
     """``work(local_rank)`` in ``nproc`` fresh processes, each with an equal share of the threads; their reports by
     local rank. If one fails or dies, the others are stopped and one UserInputError names it (a rank that died
     without a word comes first: the others' errors are then about losing it)."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or SQLite handles
-    results = context.SimpleQueue()
-    threads = max(1, torch.get_num_threads() // nproc)
-    workers = [
-        context.Process(target=process_main, args=(work, rank, threads, results, debug), daemon=True)
-        for rank in range(nproc)
-    ]
-    for worker in workers:
-        worker.start()
+    workers, results = start_processes(work, nproc, debug)
     reports, errors, first_error_at = {}, {}, None
     try:
         while len(reports) < nproc:
@@ -66,8 +59,52 @@ def run_processes(work, nproc: int, offset: int, world_size: int, what: str, deb
                 )
             time.sleep(0.2)
     finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
+        stop(workers)
     return reports
+
+
+def run_side_by_side(work, count: int, on_report, debug: bool = False) -> dict[int, str]:
+    """``work(index)`` in ``count`` fresh processes that do not wait on each other, each with an equal share of the
+    threads. ``on_report(index, report)`` is called here as each one finishes. One that fails does not stop the
+    others: the failures' one-line reasons come back by index once all have ended."""
+    workers, results = start_processes(work, count, debug)
+    ended, errors = set(), {}
+    try:
+        while len(ended) < count:
+            exit_codes = [worker.exitcode for worker in workers]  # before the queue: a process reports, then exits
+            while not results.empty():
+                index, ok, report = results.get()
+                ended.add(index)
+                if ok:
+                    on_report(index, report)
+                else:
+                    errors[index] = report
+            for index, code in enumerate(exit_codes):
+                if code is not None and index not in ended and results.empty():
+                    ended.add(index)
+                    errors[index] = f"ended with exit status {code}" if code else "ended without a report"
+            time.sleep(0.2)
+    finally:
+        stop(workers)
+    return errors
+
+
+def start_processes(work, count: int, debug: bool):
+    """The started processes of ``work(0)`` to ``work(count - 1)``, and the queue of their reports."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or SQLite handles
+    results = context.SimpleQueue()
+    threads = max(1, torch.get_num_threads() // count)
+    workers = [
+        context.Process(target=process_main, args=(work, index, threads, results, debug), daemon=True)
+        for index in range(count)
+    ]
+    for worker in workers:
+        worker.start()
+    return workers, results
+
+
+def stop(workers) -> None:
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()

@@ -24,6 +24,7 @@ from recbole_trsr.memory import PeakMemory
 from recbole_trsr.model.adapter_checkpoint import LAST, check_resume_folder, load_trainer_state
 from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoint, full_ranking
 from recbole_trsr.model_list import model_variant
+from recbole_trsr.parallel_models import groups_by_model, run_side_by_side_models, side_by_side
 from recbole_trsr.per_user import PerUserMetrics
 from recbole_trsr.registry import get_model_class, plugin_model_names
 from recbole_trsr.resumable_trainer import can_resume, checkpoint_owner, resumable
@@ -232,13 +233,16 @@ def retriever_needed(config) -> str | None:
     return None
 
 
-def run_comparison(model_names, dataset, config_files=None, overrides=None, on_run=None) -> list[ModelRun]:
+def run_comparison(
+    model_names, dataset, config_files=None, overrides=None, on_run=None, debug: bool = False
+) -> list[ModelRun]:
     """Run every model (plus the random ranking) and return their runs in the order named, the random row last.
 
     All configs are built and all files checked before the first model trains, so a typo in the last
     model's name does not cost the first model's training. The random ranking runs first: it takes seconds,
     and its candidates are every other row's. A retriever that another model of the run reranks is trained
-    next, and its checkpoint is handed on. ``on_run(runs so far)`` is called as each model finishes.
+    next, and its checkpoint is handed on. The others run one after another, or under ``parallel_models`` in
+    processes of their own at the same time. ``on_run(runs so far)`` is called as each model finishes.
     """
     names = list(dict.fromkeys(entry.strip() for entry in model_names))
     if RANDOM_BASELINE not in names:
@@ -256,13 +260,29 @@ def run_comparison(model_names, dataset, config_files=None, overrides=None, on_r
         if retriever not in names:  # only the plain retriever: a variant is another model
             raise UserInputError(NO_RETRIEVER.format(retriever=retriever))
     entries.sort(key=lambda entry: (entry[0] != RANDOM_BASELINE, entry[0] not in retrievers))
+    first = [entry for entry in entries if entry[0] == RANDOM_BASELINE or entry[0] in retrievers]
+    rest = [entry for entry in entries if entry not in first]
+    together = side_by_side(dict(entries)[RANDOM_BASELINE]) and len(groups_by_model(rest)) > 1
     runs = []
-    for name, config in entries:
-        retriever = retriever_needed(config)
-        if retriever:
-            config["retriever_checkpoint"] = next(run.checkpoint for run in runs if run.model == retriever)
-        runs.append(run_model(config, label=name))
+
+    def finished(new_runs):
+        runs.extend(new_runs)
         runs.sort(key=lambda run: names.index(run.model))
         if on_run:
             on_run(runs)
+
+    for name, config in first if together else entries:
+        hand_on_retriever(config, runs)
+        finished([run_model(config, label=name)])
+    if together:
+        for _, config in rest:
+            hand_on_retriever(config, runs)
+        run_side_by_side_models(rest, run_model, finished, debug=debug)
     return runs
+
+
+def hand_on_retriever(config, runs: list[ModelRun]) -> None:
+    """The checkpoint of the retriever that ``config`` reranks, from the runs so far (the retriever ran first)."""
+    retriever = retriever_needed(config)
+    if retriever:
+        config["retriever_checkpoint"] = next(run.checkpoint for run in runs if run.model == retriever)

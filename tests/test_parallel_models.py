@@ -1,0 +1,80 @@
+"""The models of a comparison side by side, one process each (parallel_models): the table of one after another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from recbole_trsr.cli import main
+from tests.conftest import as_arguments
+from tests.test_cli import assert_one_line_error
+
+
+def compare(capsys, overrides: dict, models: str, **settings) -> tuple[int, str, Path | None]:
+    """Exit status, error line, and the per-user table of one comparison written under its own output_dir."""
+    output_dir = Path(overrides["output_dir"]) / "-".join(f"{key}{value}" for key, value in settings.items())
+    arguments = as_arguments({**overrides, **settings, "output_dir": str(output_dir)})
+    code = main([f"--model={models}", "--dataset=tiny", *arguments])
+    error = capsys.readouterr().err.strip()
+    tables = list(output_dir.glob("comparison-tiny-*-users.csv"))
+    return code, error, tables[0] if tables else None
+
+
+def marked_log_lines(model: str) -> list[str]:
+    """Lines of the model's RecBole log file (under ./log) that carry the side-by-side mark of its process."""
+    lines = [line for path in Path("log", model).glob("*.log") for line in path.read_text().splitlines()]
+    return [line for line in lines if f"[{model}]" in line]
+
+
+def test_side_by_side_gives_each_model_the_rows_of_one_after_another(capsys, tiny_overrides):
+    overrides = {**tiny_overrides, "epochs": "2", "state": "INFO"}
+    models = "SASRec,GRU4Rec,CountRank"
+    code, _, alone = compare(capsys, overrides, models, parallel_models="False")
+    assert code == 0 and not marked_log_lines("SASRec")
+    code, _, together = compare(capsys, overrides, models, parallel_models="True")
+    assert code == 0
+    # each model logged from its own process (the mark), and the random ranking from this one
+    assert marked_log_lines("SASRec") and marked_log_lines("GRU4Rec") and not marked_log_lines("RandomRank")
+    one_after_another, side_by_side = pd.read_csv(alone), pd.read_csv(together)
+    assert side_by_side["model"].unique().tolist() == ["SASRec", "GRU4Rec", "CountRank", "RandomRank"]
+    pd.testing.assert_frame_equal(side_by_side, one_after_another)  # every user's every metric
+    summary = pd.read_csv(str(together)[: -len("-users.csv")] + ".csv")
+    assert summary["candidates"].nunique() == 1
+
+
+def test_auto_runs_side_by_side_on_a_gpu_only(capsys, tiny_overrides):
+    code, _, table = compare(capsys, {**tiny_overrides, "state": "INFO"}, "SASRec,GRU4Rec", parallel_models="auto")
+    assert code == 0 and table is not None
+    on_a_gpu = torch.cuda.is_available()  # RecBole's models take the GPU wherever there is one
+    assert bool(marked_log_lines("SASRec")) == bool(marked_log_lines("GRU4Rec")) == on_a_gpu
+
+
+def test_llmtrsr_beside_a_baseline_gives_its_rows_of_one_after_another(capsys, tiny_llm_overrides):
+    overrides = {**tiny_llm_overrides, "epochs": "1", "max_users": "20", "eval_users": "10"}
+    _, _, alone = compare(capsys, overrides, "LLMTRSR,SASRec", parallel_models="False")
+    code, error, together = compare(capsys, overrides, "LLMTRSR,SASRec", parallel_models="True")
+    assert code == 0, error
+    pd.testing.assert_frame_equal(pd.read_csv(together), pd.read_csv(alone))
+
+
+def test_a_model_that_fails_leaves_the_others_to_finish(capsys, tiny_overrides):
+    # The dropout probability passes the config checks and fails when GRU4Rec's layers are built, in its process.
+    code, error, table = compare(capsys, tiny_overrides, "SASRec,GRU4Rec[dropout_prob=2]", parallel_models="True")
+    assert_one_line_error(code, error, "GRU4Rec: ValueError: dropout probability", "the other models finished")
+    assert pd.read_csv(table)["model"].unique().tolist() == ["SASRec", "RandomRank"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"parallel_models": "sometimes"}, "parallel_models must be True, False or auto, not 'sometimes'"),
+        ({"parallel_models": "True", "nproc": "2"}, "parallel_models=True cannot run with several ranks"),
+    ],
+)
+def test_bad_parallel_models_is_one_line(capsys, tiny_overrides, settings, fragment):
+    code, error, table = compare(capsys, tiny_overrides, "SASRec,GRU4Rec", **settings)
+    assert_one_line_error(code, error, fragment)
+    assert table is None
