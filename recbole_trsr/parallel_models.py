@@ -83,5 +83,8 @@ def run_side_by_side_models(entries, run_model, on_runs, debug: bool = False) ->
     work = functools.partial(run_group, groups, run_model)
     errors = run_side_by_side(work, len(groups), lambda index, runs: on_runs(runs), debug=debug)
     if errors:
-        failures = "; ".join(f"{groups[index][0][1]['model']}: {reason}" for index, reason in sorted(errors.items()))
-        raise UserInputError(f"{failures} (parallel_models: the other models finished, and their rows were written)")
+        failures = "; ".join(
+            f"{', '.join(name for name, _ in groups[index])}: {reason}" for index, reason in sorted(errors.items())
+        )
+        others = " (parallel_models: the other models finished, and their rows were written)"
+        raise UserInputError(failures + (others if len(errors) < len(groups) else ""))

@@ -63,7 +63,9 @@ def test_llmtrsr_beside_a_baseline_gives_its_rows_of_one_after_another(capsys, t
 def test_a_model_that_fails_leaves_the_others_to_finish(capsys, tiny_overrides):
     # The dropout probability passes the config checks and fails when GRU4Rec's layers are built, in its process.
     code, error, table = compare(capsys, tiny_overrides, "SASRec,GRU4Rec[dropout_prob=2]", parallel_models="True")
-    assert_one_line_error(code, error, "GRU4Rec: ValueError: dropout probability", "the other models finished")
+    assert_one_line_error(
+        code, error, "GRU4Rec[dropout_prob=2]: ValueError: dropout probability", "the other models finished"
+    )
     assert pd.read_csv(table)["model"].unique().tolist() == ["SASRec", "RandomRank"]
 
 
