@@ -95,21 +95,44 @@ def trainer_class_of(config) -> type:
     return resumable(get_trainer(config["MODEL_TYPE"], config["model"]))
 
 
+def resume_paths(value) -> list[str]:
+    """``resume_from`` as a list of checkpoints: one path, or a list of them (one per model to resume)."""
+    if value is None:
+        return []
+    paths = [str(path) for path in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if len(set(paths)) != len(paths):
+        raise UserInputError(f"resume_from names a checkpoint twice: {paths}")
+    return paths
+
+
 def check_resume_from(config) -> None:
-    """``resume_from`` names one model's checkpoint: the entries of other models train afresh (resume_from is
-    cleared in their configs); run_comparison checks that exactly one entry is left to resume."""
-    path = config.resume_from_given = config["resume_from"]
-    model, dataset = checkpoint_owner(path)
-    if model != config["model"]:
-        config["resume_from"] = None
-        return
-    if dataset != config["dataset"]:
+    """``resume_from`` names checkpoints, each of one model: this entry keeps the one of its model, if any (the
+    others' entries train afresh); run_comparison checks that each checkpoint is left to exactly one entry."""
+    config.resume_from_given = resume_paths(config["resume_from"])
+    mine = []
+    for path in config.resume_from_given:
+        model, dataset = checkpoint_owner(path)
+        if model != config["model"]:
+            continue
+        if dataset != config["dataset"]:
+            raise UserInputError(
+                f"resume_from '{path}' is a checkpoint of {model} on '{dataset}', not on '{config['dataset']}'"
+            )
+        mine.append(path)
+    if len(mine) > 1:
         raise UserInputError(
-            f"resume_from '{path}' is a checkpoint of {model} on '{dataset}', not on '{config['dataset']}'"
+            f"resume_from names {len(mine)} checkpoints of {config['model']} ({', '.join(mine)}); "
+            "resume each in a run of its own and join the tables with --add_to"
         )
+    config["resume_from"] = mine[0] if mine else None
+    if not mine:
+        return
+    path = mine[0]
     trainer_class = trainer_class_of(config)
     if not can_resume(trainer_class):
-        raise UserInputError(f"resume_from '{path}': {model}'s trainer ({trainer_class.__name__}) cannot resume")
+        raise UserInputError(
+            f"resume_from '{path}': {config['model']}'s trainer ({trainer_class.__name__}) cannot resume"
+        )
     # checkpoint_owner read a resume point file whole, so a damaged one has failed already; of LLMTRSR's folder it
     # read only the config, so its trainer state is read now, not after the model loads
     if os.path.isdir(path):
@@ -214,7 +237,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
 
 def check_one_resumes(entries) -> None:
     """A ``resume_from`` checkpoint goes on in exactly one entry of the run: the one of its model."""
-    for path in {getattr(config, "resume_from_given", None) for _, config in entries} - {None}:
+    for path in {path for _, config in entries for path in getattr(config, "resume_from_given", [])}:
         resuming = [name for name, config in entries if config["resume_from"] == path]
         if not resuming:
             model, _ = checkpoint_owner(path)
