@@ -7,6 +7,7 @@ import functools
 import os
 import re
 import sys
+import time
 
 import yaml
 
@@ -14,6 +15,7 @@ from recbole_trsr import distributed
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
 from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.interruption import RunInterrupted, interruption_message, resume_points_since
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.parallel_models import side_by_side
 from recbole_trsr.processes import run_processes
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
         print(f"run_recbole_trsr.py: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        if args.debug:
+            raise
+        print(f"run_recbole_trsr.py: {getattr(interrupt, 'message', 'interrupted')}", file=sys.stderr)
+        return 130  # as a shell reports a command ended by SIGINT
 
 
 def run(args, rest: list[str]) -> int:
@@ -166,11 +173,13 @@ def compare_as_rank(args, models: list, config_files: list, overrides: dict, ear
 
 def compare(args, models: list, config_files: list, overrides: dict, earlier: list) -> str:
     """Run the comparison; the table and where it was written, as printed (empty on ranks other than 0)."""
-    written = {}
+    written, finished = {}, []
     first = distributed.current().first
+    started = time.time()
 
     def write(runs):
         """Rewrite the comparison as each model finishes, so that an interrupted run keeps its finished rows."""
+        finished[:] = runs
         if not first:
             return
         config = runs[0].config
@@ -183,7 +192,15 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
         )
         written["markdown"] = written["to"].write(rows, comparison_settings(config), title)
 
-    run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
+    try:
+        run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
+    except KeyboardInterrupt:
+        if not first:
+            raise
+        table = written["to"].paths["csv"] if written else None
+        checkpoint_dir = build_config(models[0], args.dataset, config_files, overrides)["checkpoint_dir"]
+        points = resume_points_since(checkpoint_dir, started, [run.checkpoint for run in finished])
+        raise RunInterrupted(interruption_message(models, finished, table, points)) from None
     if not first:
         return ""
     return written["markdown"] + "\n\nwritten to " + ", ".join(written["to"].paths.values())

@@ -8,6 +8,7 @@ processes from here ends the run at once instead, with one line that names the r
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 import traceback
 
@@ -20,6 +21,9 @@ GRACE_S = 2.0  # after a first error, time for a rank that died to show its exit
 
 def process_main(work, local_rank: int, threads: int, results, debug: bool) -> None:
     """One process: ``work(local_rank)``'s report, or its error in one line, to the parent."""
+    # Ctrl-C reaches every process of the terminal's group: the parent stops this one (its saves are atomic) and
+    # says in one line how to go on, instead of each process printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         report = work(local_rank)

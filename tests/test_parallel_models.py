@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +16,7 @@ import torch
 
 from recbole_trsr.cli import main
 from tests.conftest import as_arguments
-from tests.test_cli import assert_one_line_error
+from tests.test_cli import SCRIPT, assert_one_line_error
 
 
 def compare(capsys, overrides: dict, models: str, **settings) -> tuple[int, str, Path | None]:
@@ -80,3 +86,46 @@ def test_bad_parallel_models_is_one_line(capsys, tiny_overrides, settings, fragm
     code, error, table = compare(capsys, tiny_overrides, "SASRec,GRU4Rec", **settings)
     assert_one_line_error(code, error, fragment)
     assert table is None
+
+
+def test_ctrl_c_stops_every_model_and_says_how_to_go_on(capsys, tiny_overrides, tmp_path):
+    overrides = {**tiny_overrides, "epochs": "1000", "stopping_step": "1000", "parallel_models": "True"}
+    command = [sys.executable, SCRIPT, "--model=SASRec,GRU4Rec", "--dataset=tiny", *as_arguments(overrides)]
+    run = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    checkpoints = Path(overrides["checkpoint_dir"])
+    deadline = time.monotonic() + 120
+    while not all(list(checkpoints.glob(f"{model}-*-last.pth")) for model in ("SASRec", "GRU4Rec")):
+        assert run.poll() is None and time.monotonic() < deadline, "both models should be training"
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: every process of the group
+    _, error = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "Traceback" not in error  # the models' processes ignore it; the run stops them
+    line = error.strip().splitlines()[-1]
+    assert line.startswith("run_recbole_trsr.py: interrupted; rows so far in ")
+    # the line's own arguments go on from both resume points and complete the table
+    arguments = shlex.split(line.split("run it again with ", 1)[1])
+    assert arguments[1].startswith("--resume_from=") and "SASRec-" in arguments[1] and "GRU4Rec-" in arguments[1]
+    assert main(["--dataset=tiny", *as_arguments({**overrides, "epochs": "1"}), *arguments]) == 0
+    capsys.readouterr()
+    tables = sorted(
+        Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime
+    )
+    assert sorted(pd.read_csv(tables[-1])["model"]) == ["GRU4Rec", "RandomRank", "SASRec"]
+
+
+def test_the_resume_points_named_are_this_runs_unfinished_ones(tmp_path):
+    from recbole_trsr.interruption import resume_points_since
+
+    started = time.time()
+    (tmp_path / "LLMTRSR-now" / "last").mkdir(parents=True)  # an LLMTRSR run with a save point
+    (tmp_path / "LLMTRSR-no-save" / "best").mkdir(parents=True)  # none yet: nothing to resume from
+    for name in ("SASRec-now-last.pth", "GRU4Rec-done-last.pth", "GRU4Rec-done.pth", "SASRec-before-last.pth"):
+        (tmp_path / name).write_bytes(b"")
+    an_hour_ago = started - 3600
+    os.utime(tmp_path / "SASRec-before-last.pth", (an_hour_ago, an_hour_ago))  # an earlier run's
+    finished = [str(tmp_path / "GRU4Rec-done.pth")]  # a model of this run that finished
+    assert resume_points_since(str(tmp_path), started, finished) == [
+        str(tmp_path / "LLMTRSR-now"),
+        str(tmp_path / "SASRec-now-last.pth"),
+    ]
