@@ -15,7 +15,13 @@ from recbole_trsr import distributed
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
 from recbole_trsr.config import parse_value
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.interruption import RunInterrupted, interruption_message, resume_points_since
+from recbole_trsr.interruption import (
+    RunInterrupted,
+    exit_status,
+    interruption_message,
+    resume_points_since,
+    sigterm_stops_the_run,
+)
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.parallel_models import side_by_side
 from recbole_trsr.processes import run_processes
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = build_parser().parse_known_args(argv)
     try:
-        return run(args, rest)
+        with sigterm_stops_the_run():
+            return run(args, rest)
     except UserInputError as error:
         if args.debug:
             raise
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"run_recbole_trsr.py: {getattr(interrupt, 'message', 'interrupted')}", file=sys.stderr)
-        return 130  # as a shell reports a command ended by SIGINT
+        return exit_status(interrupt)
 
 
 def run(args, rest: list[str]) -> int:
@@ -194,13 +201,14 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
 
     try:
         run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if not first:
             raise
         table = written["to"].paths["csv"] if written else None
         checkpoint_dir = build_config(models[0], args.dataset, config_files, overrides)["checkpoint_dir"]
         points = resume_points_since(checkpoint_dir, started, [run.checkpoint for run in finished])
-        raise RunInterrupted(interruption_message(models, finished, table, points)) from None
+        message = interruption_message(models, finished, table, points)
+        raise RunInterrupted(message, exit_status(interrupt)) from None
     if not first:
         return ""
     return written["markdown"] + "\n\nwritten to " + ", ".join(written["to"].paths.values())

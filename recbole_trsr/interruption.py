@@ -3,6 +3,9 @@ from the resume points of the models that were still training (one or several, u
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from pathlib import Path
 
 from recbole_trsr.model.adapter_checkpoint import LAST
@@ -11,12 +14,41 @@ from recbole_trsr.resumable_trainer import LAST_SUFFIX, resume_point_of
 CLOCK_SLACK_S = 2.0  # file times have coarse resolution on some file systems
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) during a comparison, with the line that tells the user how to go on."""
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, ``timeout``), raised where the run is, as Ctrl-C raises KeyboardInterrupt."""
 
-    def __init__(self, message: str):
+    status = 128 + signal.SIGTERM
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a comparison, with the line that tells the user how to go on."""
+
+    def __init__(self, message: str, status: int):
         super().__init__(message)
-        self.message = message
+        self.message, self.status = message, status
+
+
+def exit_status(interrupt: KeyboardInterrupt) -> int:
+    """As a shell reports a command ended by the signal: 130 for SIGINT, 143 for SIGTERM."""
+    return getattr(interrupt, "status", 128 + signal.SIGINT)
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_run():
+    """Within the block, SIGTERM stops the run as Ctrl-C does: the models' processes are stopped with it (else they
+    would train on alone), and one line says how to go on. Signal handlers belong to the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def resume_points_since(checkpoint_dir: str, started: float, finished_checkpoints: list[str]) -> list[str]:

@@ -7,8 +7,11 @@ processes from here ends the run at once instead, with one line that names the r
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 import time
 import traceback
 
@@ -16,6 +19,7 @@ import torch
 
 from recbole_trsr.errors import UserInputError
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 GRACE_S = 2.0  # after a first error, time for a rank that died to show its exit status (it is the cause)
 
 
@@ -24,6 +28,7 @@ def process_main(work, local_rank: int, threads: int, results, debug: bool) -> N
     # Ctrl-C reaches every process of the terminal's group: the parent stops this one (its saves are atomic) and
     # says in one line how to go on, instead of each process printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     torch.set_num_threads(threads)
     try:
         report = work(local_rank)
@@ -37,6 +42,17 @@ def process_main(work, local_rank: int, threads: int, results, debug: bool) -> N
         results.put((local_rank, False, f"{type(error).__name__}: {first_line}"))
         raise SystemExit(1) from None
     results.put((local_rank, True, report))
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when its parent dies (killed, or out of memory), instead of holding the device and
+    training on alone. Linux's prctl(PR_SET_PDEATHSIG); elsewhere the parent's own stop is all there is."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the call above
+        os._exit(1)
 
 
 def run_processes(work, nproc: int, offset: int, world_size: int, what: str, debug: bool = False) -> dict[int, str]:

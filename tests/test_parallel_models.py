@@ -88,15 +88,47 @@ def test_bad_parallel_models_is_one_line(capsys, tiny_overrides, settings, fragm
     assert table is None
 
 
-def test_ctrl_c_stops_every_model_and_says_how_to_go_on(capsys, tiny_overrides, tmp_path):
-    overrides = {**tiny_overrides, "epochs": "1000", "stopping_step": "1000", "parallel_models": "True"}
+LONG_RUN = {"epochs": "1000", "stopping_step": "1000", "parallel_models": "True"}
+
+
+def training_side_by_side(overrides: dict, cwd: Path) -> subprocess.Popen:
+    """The command line's run of SASRec and GRU4Rec side by side, once both have saved a resume point."""
     command = [sys.executable, SCRIPT, "--model=SASRec,GRU4Rec", "--dataset=tiny", *as_arguments(overrides)]
-    run = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(command, cwd=cwd, start_new_session=True, stderr=subprocess.PIPE, text=True)
     checkpoints = Path(overrides["checkpoint_dir"])
     deadline = time.monotonic() + 120
     while not all(list(checkpoints.glob(f"{model}-*-last.pth")) for model in ("SASRec", "GRU4Rec")):
         assert run.poll() is None and time.monotonic() < deadline, "both models should be training"
         time.sleep(0.2)
+    return run
+
+
+def models_of(run: subprocess.Popen) -> list[int]:
+    """The process ids of the run's children (its models' processes and multiprocessing's helpers)."""
+    pids = []
+    for children in Path(f"/proc/{run.pid}/task").glob("*/children"):
+        pids += [int(pid) for pid in children.read_text().split()]
+    return pids
+
+
+def ended(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" in status.read_text()  # a zombie has ended; only its parent's wait is left
+    except FileNotFoundError:
+        return True
+
+
+def wait_until_ended(pids: list[int], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not all(ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return all(ended(pid) for pid in pids)
+
+
+def test_ctrl_c_stops_every_model_and_says_how_to_go_on(capsys, tiny_overrides, tmp_path):
+    overrides = {**tiny_overrides, **LONG_RUN}
+    run = training_side_by_side(overrides, tmp_path)
     os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: every process of the group
     _, error = run.communicate(timeout=60)
     assert run.returncode == 130
@@ -112,6 +144,25 @@ def test_ctrl_c_stops_every_model_and_says_how_to_go_on(capsys, tiny_overrides, 
         Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime
     )
     assert sorted(pd.read_csv(tables[-1])["model"]) == ["GRU4Rec", "RandomRank", "SASRec"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the processes' children from /proc")
+def test_a_run_stopped_by_sigterm_stops_its_models(tiny_overrides, tmp_path):
+    run = training_side_by_side({**tiny_overrides, **LONG_RUN}, tmp_path)
+    children = models_of(run)
+    run.send_signal(signal.SIGTERM)  # to the run alone, as kill or a job scheduler sends it
+    _, error = run.communicate(timeout=60)
+    assert run.returncode == 143 and error.strip().splitlines()[-1].startswith("run_recbole_trsr.py: interrupted;")
+    assert children and wait_until_ended(children)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the processes' children from /proc")
+def test_models_end_when_their_run_is_killed(tiny_overrides, tmp_path):
+    run = training_side_by_side({**tiny_overrides, **LONG_RUN}, tmp_path)
+    children = models_of(run)
+    run.kill()  # SIGKILL: the run cannot stop anything; its models must not train on alone
+    run.communicate(timeout=60)
+    assert children and wait_until_ended(children)
 
 
 def test_the_resume_points_named_are_this_runs_unfinished_ones(tmp_path):
