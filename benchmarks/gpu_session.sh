@@ -26,6 +26,8 @@
 #   side-by-side  a small LLMTRSR, SASRec and GRU4Rec comparison with its models side by side (parallel_models,
 #               on by default on a GPU), then one after another: the run's wall time each way (not in the default
 #               steps: give it by name when a session has time left)
+#   endtoend    one part of the issue's end-to-end run on amazon, resumed from the last part's state (see the
+#               step; not in the default steps)
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
 set -u
@@ -114,9 +116,37 @@ for name in $steps; do
           --data_path=../shared/data --eval_users=300 --checkpoint_dir=/tmp/gpu-session-saved --show_progress=False \
           --parallel_models=$together --output_dir="/tmp/gpu-session-side-by-side-$together"
       done ;;
+    # Issue 13's end-to-end run in parts, one part a session: a session has 15 minutes of device time and the run
+    # needs up to 20. A part resumes what the last one left (carried in .endtoend/, an ignored folder here), runs
+    # for ENDTOEND_SECONDS, and is then stopped with SIGTERM: the run's last line names its resume points and the
+    # arguments that go on, kept in go-on.txt. The state comes back as endtoend.tar.gz.00, .01, ... (16 MiB a file).
+    # Here, after a part:  mkdir -p .endtoend && cp <files_at>/endtoend.tar.gz.* .endtoend/  and carry .endtoend.
+    # The run's time is the sum of the parts' "endtoend: exit ... after N s" lines; each model's train_s in the
+    # final table counts its training before its resume points too.
+    endtoend)
+      e2e=/tmp/gpu-session-endtoend
+      rm -rf "$e2e" && mkdir -p "$e2e"
+      if ls .endtoend/endtoend.tar.gz.* >/dev/null 2>&1; then cat .endtoend/endtoend.tar.gz.* | tar -xz -C "$e2e"; fi
+      if [ -f "$e2e/finished" ]; then echo "=== endtoend: the run has finished (its table: $e2e/outputs)" | tee -a "$log"; continue; fi
+      go_on=(--model=LLMTRSR,SASRec,GRU4Rec)
+      [ -s "$e2e/go-on.txt" ] && eval "go_on=($(cat "$e2e/go-on.txt"))"
+      part_log="$e2e/part-$(date -u +%Y%m%d-%H%M%S).log"
+      echo "=== endtoend part: ${go_on[*]}" | tee -a "$log"
+      # Into a file, not a pipe: timeout's SIGTERM reaches its whole process group, and a reader of a pipe would
+      # die before the run writes its last line.
+      step endtoend "${ENDTOEND_SECONDS:-240}" bash -c 'exec python3 run_recbole_trsr.py "$@" >"$0" 2>&1' "$part_log" \
+        --dataset="${ENDTOEND_DATASET:-amazon}" --data_path=../shared/data --checkpoint_dir="$e2e/saved" \
+        --output_dir="$e2e/outputs" --show_progress=False ${ENDTOEND_SETTINGS:-} "${go_on[@]}"
+      tail -n 60 "$part_log" >>"$log"
+      line=$(grep "run_recbole_trsr.py: interrupted" "$part_log" | tail -1)
+      case $line in
+        *"run it again with "*) echo "${line#*run it again with }" >"$e2e/go-on.txt" ;;
+        *) grep -q "^written to " "$part_log" && touch "$e2e/finished" ;;  # else the last part's arguments still hold
+      esac
+      tar -cz -C "$e2e" . | split -b 15M -d - "$out/endtoend.tar.gz." ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, side-by-side, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, side-by-side, endtoend, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"
