@@ -1,10 +1,10 @@
 """The models of a comparison trained and tested at the same time, one process each (``parallel_models``).
 
-On a GPU, LLMTRSR's training keeps the host busy while the device is mostly idle between its kernels, and
-SASRec or GRU4Rec take minutes of their own: run one after another, the baselines add their whole time to the
-run's. Side by side, they share the device and the CPU's threads instead. Every process builds its model's data
-from the same config and seeds it as a run of its own would, so each row is the row it would have been alone:
-the same candidates (the table's fingerprint checks it) and, on the CPU, the same metrics.
+On a GPU, LLMTRSR's training has kept the host busy while the device waited between its kernels (an H100,
+2026-11-27), and SASRec or GRU4Rec take minutes of their own: run one after another, the baselines add their whole
+time to the run's. Side by side, they share the device and the CPU's threads instead. Every process builds its
+model's data from the same config and seeds it as a run of its own would, so each row is the row it would have
+been alone: the same candidates (the table's fingerprint checks it) and, on the CPU, the same metrics.
 """
 
 from __future__ import annotations
