@@ -227,6 +227,9 @@ def test_two_ranks_resume_to_the_adapter_of_an_uninterrupted_run(tiny_llm_overri
     }
     config = build_config("LLMTRSR", "tiny", [], overrides)
     batches = len(data_preparation(config, create_dataset(config))[0])
+    # The ranks build RecBole's trainers without the runner, which makes the folders first: RecBole's own
+    # exists-then-makedirs would race between them (FileExistsError in CI, 2026-11-28).
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
     run_processes(functools.partial(llmtrsr_trained_as_rank, overrides, batches + 2), 2, 0, 2, "rank")
     for rank in (0, 1):
         adapters = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
