@@ -9,6 +9,7 @@ metric) with a Wilcoxon signed-rank test on the per-user differences.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -220,12 +221,24 @@ class Comparison:
         if not same_candidates(rows):
             markdown += "\n\nWARNING: the models were not scored on identical test candidates (see 'candidates')."
         paths = self.paths
-        with open(paths["md"], "w", encoding="utf-8") as stream:
+        # Each file beside its name, then renamed: a run stopped while writing (Ctrl-C) keeps its last whole table,
+        # which its line of how to go on names for --add_to.
+        with replaced(paths["md"]) as staging, open(staging, "w", encoding="utf-8") as stream:
             stream.write(markdown + "\n")
-        frame.to_csv(paths["csv"], index=False)
-        per_user_frame(rows).to_csv(paths["users"], index=False)
+        with replaced(paths["csv"]) as staging:
+            frame.to_csv(staging, index=False)
+        with replaced(paths["users"]) as staging:
+            per_user_frame(rows).to_csv(staging, index=False)
         plot_comparison(frame, metrics, paths["png"], title)
         return markdown
+
+
+@contextlib.contextmanager
+def replaced(path: str):
+    """A staging path to write; once the block ends without an error, it replaces ``path``."""
+    staging = f"{path}.writing"
+    yield staging
+    os.replace(staging, path)
 
 
 def earlier_rows(csv_path: str) -> list[Row]:

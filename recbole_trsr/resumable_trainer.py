@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 from recbole.trainer import Trainer
+from recbole.utils import set_color
 
 from recbole_trsr import distributed
 from recbole_trsr.errors import UserInputError
@@ -154,11 +155,20 @@ class ResumableEpochs:
         return loss
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        final = kwargs.pop("saved_model_file", self.saved_model_file)
         # RecBole saves the current weights as epoch -1 when a run starts past its last epoch: after a resume that
         # would put the last epoch's weights in place of the best one's.
-        if epoch < 0 and os.path.exists(kwargs.get("saved_model_file", self.saved_model_file)):
+        if epoch < 0 and os.path.exists(final):
             return
-        super()._save_checkpoint(epoch, verbose, **kwargs)
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return  # RecBole's rule: the first process of each machine writes
+        # Beside it, then renamed: a run stopped while saving (Ctrl-C, or a model's process stopped with its run)
+        # keeps the previous best checkpoint whole, which its resume tests.
+        staging = f"{final}.saving"
+        super()._save_checkpoint(epoch, False, saved_model_file=staging, **kwargs)
+        os.replace(staging, final)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {final}")
 
     def save_resume_point(self, epoch: int, trained_loss=None, stopped: bool = False) -> None:
         """``epoch``: the next epoch to train, or with ``trained_loss`` the epoch just trained and not yet validated."""

@@ -113,6 +113,31 @@ def test_models_interrupted_together_resume_in_one_run(monkeypatch, tiny_overrid
         assert_same_run(run, uninterrupted[run.model], tolerance)
 
 
+def test_a_run_stopped_while_saving_its_best_epoch_keeps_the_last_best_whole(monkeypatch, tiny_overrides):
+    scores = iter([0.1, 0.2, 0.3, 0.4])  # every epoch better: each validation saves the best checkpoint
+
+    def rising(self, valid_data, show_progress=False):
+        score = next(scores)
+        return score, {"ndcg@10": score}
+
+    save, best_saves = torch.save, []
+
+    def stopped_in_the_second_best_save(state, path, *args, **kwargs):
+        if "-last" not in str(path):  # RecBole's best checkpoint, not a resume point
+            best_saves.append(path)
+            if len(best_saves) == 2:  # as a process killed while writing: the file is cut short
+                Path(path).write_bytes(b"PK\x03\x04 cut short")
+                raise Killed
+        return save(state, path, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", rising)
+    monkeypatch.setattr(torch, "save", stopped_in_the_second_best_save)
+    with pytest.raises(Killed):
+        run_model(build_config("SASRec", "tiny", [], settings(tiny_overrides, "cut")))
+    (best,) = (Path(tiny_overrides["checkpoint_dir"]) / "cut").glob("SASRec-*[0-9].pth")
+    assert torch.load(best, map_location="cpu", weights_only=False, pickle_module=safe_pickle)["epoch"] == 0
+
+
 def test_a_run_that_stopped_early_does_not_train_on_after_a_resume(monkeypatch, tiny_overrides):
     scores = iter([0.5, 0.4, 0.3])  # worse after the first epoch: stopping_step 0 stops at the second
 

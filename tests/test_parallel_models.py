@@ -138,8 +138,8 @@ def test_ctrl_c_stops_every_model_and_says_how_to_go_on(capsys, tiny_overrides, 
     # the line's own arguments go on from both resume points and complete the table
     arguments = shlex.split(line.split("run it again with ", 1)[1])
     assert arguments[1].startswith("--resume_from=") and "SASRec-" in arguments[1] and "GRU4Rec-" in arguments[1]
-    assert main(["--dataset=tiny", *as_arguments({**overrides, "epochs": "1"}), *arguments]) == 0
-    capsys.readouterr()
+    code = main(["--dataset=tiny", *as_arguments({**overrides, "epochs": "1"}), *arguments])
+    assert code == 0, capsys.readouterr().err
     tables = sorted(
         Path(overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv"), key=lambda path: path.stat().st_mtime
     )
