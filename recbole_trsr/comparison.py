@@ -9,7 +9,6 @@ metric) with a Wilcoxon signed-rank test on the per-user differences.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from recbole_trsr.config import positive_count
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.per_user import USER_COLUMN
 from recbole_trsr.statistics import bootstrap_means, percentile_interval, wilcoxon_p
+from recbole_trsr.whole_files import replaced
 
 MODEL_COLUMN = "model"
 BASELINE_COLUMN = "baseline"
@@ -231,14 +231,6 @@ class Comparison:
             per_user_frame(rows).to_csv(staging, index=False)
         plot_comparison(frame, metrics, paths["png"], title)
         return markdown
-
-
-@contextlib.contextmanager
-def replaced(path: str):
-    """A staging path to write; once the block ends without an error, it replaces ``path``."""
-    staging = f"{path}.writing"
-    yield staging
-    os.replace(staging, path)
 
 
 def earlier_rows(csv_path: str) -> list[Row]:

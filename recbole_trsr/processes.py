@@ -100,7 +100,7 @@ def run_side_by_side(work, count: int, on_report, debug: bool = False) -> dict[i
                 else:
                     errors[index] = report
             for index, code in enumerate(exit_codes):
-                if code is not None and index not in ended and results.empty():
+                if code is not None and index not in ended:  # ended before the queue was read: no report
                     ended.add(index)
                     errors[index] = f"ended with exit status {code}" if code else "ended without a report"
             time.sleep(0.2)

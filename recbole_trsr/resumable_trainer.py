@@ -30,6 +30,7 @@ from recbole_trsr import distributed
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.model.adapter_checkpoint import load_plain_state
+from recbole_trsr.whole_files import replaced
 
 LAST_SUFFIX = "-last.pth"
 NO_CHECKPOINT = (
@@ -164,9 +165,8 @@ class ResumableEpochs:
             return  # RecBole's rule: the first process of each machine writes
         # Beside it, then renamed: a run stopped while saving (Ctrl-C, or a model's process stopped with its run)
         # keeps the previous best checkpoint whole, which its resume tests.
-        staging = f"{final}.saving"
-        super()._save_checkpoint(epoch, False, saved_model_file=staging, **kwargs)
-        os.replace(staging, final)
+        with replaced(final) as staging:
+            super()._save_checkpoint(epoch, False, saved_model_file=staging, **kwargs)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {final}")
 
@@ -187,9 +187,8 @@ class ResumableEpochs:
             "optimizer": self.optimizer.state_dict(),
             "random_states": states,
         }
-        staging = self.resume_point.with_name(self.resume_point.name + ".saving")
-        torch.save(state, staging)
-        os.replace(staging, self.resume_point)  # a run killed while saving keeps the previous resume point whole
+        with replaced(self.resume_point) as staging:  # a run killed while saving keeps the previous one whole
+            torch.save(state, staging)
 
     def resume_checkpoint(self, resume_file):
         """Go on from the resume point of ``resume_file``, writing into the interrupted run's files."""
