@@ -2,7 +2,7 @@
 
     python benchmarks/training_profile.py [--train_users 40] [--dataset amazon-scientific] [--data_path ../shared/data]
         [--checkpoint_dir saved] [--setting key=value ...] [--tiny-model] [--evaluate]
-        [--profile | --python-profile] [--output figures.json]
+        [--profile | --python-profile] [--anomaly-detection] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
 sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss scaler's
@@ -18,7 +18,9 @@ benchmarks/published/summaries-amazon-scientific-300.sqlite into ``--checkpoint_
 second epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
 printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its wall
 time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under cProfile
-instead, and the Python functions with the most cumulative time are printed. Summaries come from the store under
+instead, and the Python functions with the most cumulative time are printed. With ``--anomaly-detection`` autograd's
+anomaly detection is on, as it was in every run that named one of RecBole's sequential models until 2026-11-28
+(``compat.keep_anomaly_detection_off``): what that cost. Summaries come from the store under
 ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
@@ -131,6 +133,12 @@ def main() -> None:
     parser.add_argument("--python-profile", action="store_true", help="run the timed epoch under cProfile")
     parser.add_argument("--top", type=int, default=20, help="operators (or functions) shown when profiling")
     parser.add_argument("--output", help="write the figures as JSON here")
+    parser.add_argument(
+        "--anomaly-detection",
+        action="store_true",
+        help="autograd's anomaly detection on, as RecBole's sine.py left any run that named SASRec or GRU4Rec "
+        "until recbole_trsr turned it back off (2026-11-28): the cost that the fix took away",
+    )
     args = parser.parse_args()
 
     overrides = {
@@ -165,6 +173,7 @@ def main() -> None:
     parts.time(model.scorer, "answer_states", "llm")  # training's forward; scoring's passes go through it too
     parts.count_rows(model)
 
+    torch.autograd.set_detect_anomaly(args.anomaly_detection)
     warmup_s = timed_epoch(trainer, train_data, 0)
     parts.split(warmup_s)
     launches = device_busy_s = None
@@ -195,12 +204,14 @@ def main() -> None:
         "kernel_launches": launches,
         "device_busy_s": device_busy_s,
         "settings": args.setting,
+        "anomaly_detection": args.anomaly_detection,
     }
     print(
         f"{figures['device']}, {figures['model']}, {figures['dtype']}: {rows} rows in {len(train_data)} batches, "
         f"{seconds:.1f} s after a {warmup_s:.1f} s warm-up epoch: {figures['rows_per_s']:.2f} rows/s"
         + (f", {launches} kernel launches" if launches is not None else "")
         + (f", device busy {device_busy_s:.1f} s of {seconds:.1f}" if device_busy_s is not None else "")
+        + (", under autograd's anomaly detection" if args.anomaly_detection else "")
     )
     print(f"  training epoch: {shares(training_parts)}; {1000 * seconds / rows:.2f} ms per row")
     if args.evaluate:

@@ -163,6 +163,20 @@ def collector_get_data_struct(self):
     return returned_struct
 
 
+def keep_anomaly_detection_off() -> None:
+    """RecBole's sine.py turns autograd's anomaly detection on for the whole process when it is imported, and it is
+    imported with every RecBole sequential model (the config of SASRec or GRU4Rec alone does it). Every backward op
+    then checks its output for NaN and every forward op keeps a traceback: LLMTRSR's training on a CPU ran 2 to 5
+    times slower beside the baselines than alone (benchmarks/RESULTS.md), and on a GPU each check waits on the
+    device. Imported here, once, with the switch put back as it was."""
+    import torch
+
+    was_on = torch.is_anomaly_enabled()
+    import recbole.model.sequential_recommender  # noqa: F401 - the import is the point: sine.py's side effect
+
+    torch.autograd.set_detect_anomaly(was_on)
+
+
 def apply() -> None:
     """Apply every fix; safe to call more than once."""
     global _applied
@@ -183,4 +197,5 @@ def apply() -> None:
     Config.compatibility_settings = numpy_compatibility_settings
     Collector.get_data_struct = collector_get_data_struct
     allow_recbole_checkpoints()
+    keep_anomaly_detection_off()
     _applied = True

@@ -120,3 +120,19 @@ def test_non_accuracy_metrics(trained_sasrec):
     for metric in ["itemcoverage@10", "giniindex@10", "averagepopularity@10", "tailpercentage@10"]:
         assert metric in result
     assert 0.0 < result["itemcoverage@10"] <= 1.0
+
+
+def test_recbole_models_leave_autograd_anomaly_detection_off(tmp_path):
+    # Fix 6: RecBole's sine.py turns anomaly detection on for the process when the sequential models are imported,
+    # as SASRec's config does; LLMTRSR's training beside SASRec then ran 2 to 5 times slower on a CPU.
+    TRSRConfig(get_model_class("SASRec"), "tiny", overrides=tiny_settings(tmp_path))
+    assert not torch.is_anomaly_enabled()
+
+
+def test_anomaly_detection_that_the_user_turned_on_stays_on():
+    try:
+        torch.autograd.set_detect_anomaly(True)
+        compat.keep_anomaly_detection_off()
+        assert torch.is_anomaly_enabled()
+    finally:
+        torch.autograd.set_detect_anomaly(False)

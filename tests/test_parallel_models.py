@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import signal
@@ -94,7 +95,16 @@ LONG_RUN = {"epochs": "1000", "stopping_step": "1000", "parallel_models": "True"
 def training_side_by_side(overrides: dict, cwd: Path) -> subprocess.Popen:
     """The command line's run of SASRec and GRU4Rec side by side, once both have saved a resume point."""
     command = [sys.executable, SCRIPT, "--model=SASRec,GRU4Rec", "--dataset=tiny", *as_arguments(overrides)]
-    run = subprocess.Popen(command, cwd=cwd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it, to a run started in the foreground: a test run started as a background job
+    # (nohup ... &) ignores SIGINT, and the run would inherit that and never hear the signal.
+    run = subprocess.Popen(
+        command,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoints = Path(overrides["checkpoint_dir"])
     deadline = time.monotonic() + 120
     while not all(list(checkpoints.glob(f"{model}-*-last.pth")) for model in ("SASRec", "GRU4Rec")):
