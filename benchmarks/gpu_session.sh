@@ -28,6 +28,9 @@
 #               steps: give it by name when a session has time left)
 #   endtoend    one part of the issue's end-to-end run on amazon, resumed from the last part's state (see the
 #               step; not in the default steps)
+#   anomaly     training-default under autograd's anomaly detection, as every run that named SASRec or GRU4Rec
+#               trained LLMTRSR until 2026-11-28 (RecBole's sine.py turned it on): what that cost on a GPU (not in
+#               the default steps)
 #   ddp         training rows/s of SASRec and LLMTRSR, 1 process against 2 on the one GPU (issue 14's GPU figure)
 # A step that runs out of its time is cut and the next one starts; its log says how far it got.
 set -u
@@ -144,9 +147,13 @@ for name in $steps; do
         *) grep -q "^written to " "$part_log" && touch "$e2e/finished" ;;  # else the last part's arguments still hold
       esac
       tar -cz -C "$e2e" . | split -b 15M -d - "$out/endtoend.tar.gz." ;;
+    # What RecBole's sine.py cost on a GPU until compat turned autograd's anomaly detection back off (2026-11-28):
+    # every run that named SASRec or GRU4Rec trained LLMTRSR under it (a NaN check per backward op). Beside
+    # training-default's rows/s.
+    anomaly) step training-anomaly-detection 45 "${train[@]}" --train_users 48 --anomaly-detection ;;
     ddp) step ddp-training 130 python3 benchmarks/ddp_training_speed.py --nproc 2 --threads 8 --models SASRec,LLMTRSR \
       --checkpoint_dir /tmp/gpu-session-saved ;;
-    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, side-by-side, endtoend, ddp)" | tee -a "$log"; exit 2 ;;
+    *) echo "unknown step $name (suite, scoring, scoring-more, training, training-more, summaries, generation, side-by-side, endtoend, anomaly, ddp)" | tee -a "$log"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u)" >>"$log"
