@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import signal
@@ -96,15 +95,14 @@ def training_side_by_side(overrides: dict, cwd: Path) -> subprocess.Popen:
     """The command line's run of SASRec and GRU4Rec side by side, once both have saved a resume point."""
     command = [sys.executable, SCRIPT, "--model=SASRec,GRU4Rec", "--dataset=tiny", *as_arguments(overrides)]
     # Ctrl-C as a terminal sends it, to a run started in the foreground: a test run started as a background job
-    # (nohup ... &) ignores SIGINT, and the run would inherit that and never hear the signal.
-    run = subprocess.Popen(
-        command,
-        cwd=cwd,
-        start_new_session=True,
-        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # (nohup ... &) ignores SIGINT, and the run would inherit that and never hear the signal. A handled signal goes
+    # back to its default in the started program, an ignored one stays ignored: so a handler while it starts (no
+    # preexec_fn, which may deadlock in a process with threads, as pytest's is).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen(command, cwd=cwd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     checkpoints = Path(overrides["checkpoint_dir"])
     deadline = time.monotonic() + 120
     while not all(list(checkpoints.glob(f"{model}-*-last.pth")) for model in ("SASRec", "GRU4Rec")):
