@@ -1,7 +1,7 @@
 """LLMTRSR training rows per second in steady state, and where a training epoch spends its time.
 
     python benchmarks/training_profile.py [--train_users 40] [--dataset amazon-scientific] [--data_path ../shared/data]
-        [--checkpoint_dir saved] [--setting key=value ...] [--tiny-model] [--evaluate]
+        [--checkpoint_dir saved] [--setting key=value ...] [--tiny-model [--tiny-layers 2]] [--evaluate]
         [--profile | --python-profile] [--anomaly-detection] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
@@ -9,12 +9,14 @@ sampled negatives), runs one epoch through the trainer's own loop to warm up (al
 first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch. With
 ``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates per
 second). Each timing is split into the prompts (``LLMTRSR.build_requests``: summaries, recent items, counts and
-tokens), the LLM's forward passes through the scorer (``answer_states``; under ``loss_scope: prompt`` or gradient
-checkpointing the training forward bypasses it) and the rest (backward, the optimizer, RecBole's loop and sampling).
-With ``--tiny-model`` a random 2-layer, 64-wide model with the default model's tokenizer takes the default model's
-place: the LLM's arithmetic then costs almost nothing, and what is left is host time that a GPU would wait on,
-whatever its speed (1000 / host ms per row bounds its rows/s). The summaries stay the default model's (copy
-benchmarks/published/summaries-amazon-scientific-300.sqlite into ``--checkpoint_dir`` first). With ``--profile`` the
+tokens), the LLM's forward passes through the scorer (``training_answer_states``, then ``answer_states`` in
+scoring; under ``loss_scope: prompt`` or gradient checkpointing the training forward bypasses them) and the rest
+(backward, the optimizer, RecBole's loop and sampling). With ``--tiny-model`` a random 64-wide model with the
+default model's tokenizer takes the default model's place: the LLM's arithmetic then costs little, and what is left
+is mostly host time that a GPU would wait on, whatever its speed (1000 / host ms per row bounds its rows/s). That
+host time grows with the layers: it has 2 unless ``--tiny-layers`` says otherwise (the default model has 30). The
+summaries stay the default model's (copy benchmarks/published/summaries-amazon-scientific-300.sqlite into
+``--checkpoint_dir`` first). With ``--profile`` the
 second epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
 printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its wall
 time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under cProfile
@@ -107,10 +109,11 @@ class Parts:
         return parts
 
 
-def saved_tiny_model(folder: Path) -> str:
-    """A random 2-layer, 64-wide Llama with the default model's tokenizer, saved where llm_path can name it."""
+def saved_tiny_model(folder: Path, layers: int) -> str:
+    """A random 64-wide Llama of ``layers`` layers with the default model's tokenizer, saved where llm_path can
+    name it."""
     _, tokenizer = load_llm()
-    tiny_llama(tokenizer).save_pretrained(folder)
+    tiny_llama(tokenizer, layers=layers).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -127,7 +130,8 @@ def main() -> None:
     parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--checkpoint_dir", default="saved")
     parser.add_argument("--setting", action="append", default=[], help="key=value for LLMTRSR, repeatable")
-    parser.add_argument("--tiny-model", action="store_true", help="a random 2-layer model: host time alone")
+    parser.add_argument("--tiny-model", action="store_true", help="a random 64-wide model: host time alone")
+    parser.add_argument("--tiny-layers", type=int, default=2, help="the tiny model's layers (the default model: 30)")
     parser.add_argument("--evaluate", action="store_true", help="then time the evaluation of the same users")
     parser.add_argument("--profile", action="store_true", help="run the timed epoch under torch.profiler")
     parser.add_argument("--python-profile", action="store_true", help="run the timed epoch under cProfile")
@@ -161,7 +165,7 @@ def main() -> None:
         # default model's for amazon-scientific's first 300 users), not the tiny model's, which are empty and would
         # shorten every prompt.
         overrides.setdefault("summarizer_llm_path", config["summarizer_llm_path"] or config["llm_path"])
-        overrides["llm_path"] = saved_tiny_model(Path(temporary.name) / "tiny-llm")
+        overrides["llm_path"] = saved_tiny_model(Path(temporary.name) / "tiny-llm", args.tiny_layers)
         config = build_config("LLMTRSR", args.dataset, [], overrides)
     seed_everything(config)
     train_data, valid_data, _ = prepare_data(config, create_dataset(config))
@@ -170,7 +174,8 @@ def main() -> None:
     rows = len(train_data._dataset) * (1 + config["train_neg_sample_args"]["sample_num"])
     parts = Parts()
     parts.time(model, "build_requests", "prompts")
-    parts.time(model.scorer, "answer_states", "llm")  # training's forward; scoring's passes go through it too
+    parts.time(model.scorer, "training_answer_states", "llm")  # training's forward
+    parts.time(model.scorer, "answer_states", "llm")  # scoring's passes
     parts.count_rows(model)
 
     torch.autograd.set_detect_anomaly(args.anomaly_detection)
@@ -192,7 +197,7 @@ def main() -> None:
 
     figures = {
         "device": torch.cuda.get_device_name(0) if config["device"].type == "cuda" else "cpu",
-        "model": "tiny random (2 layers, 64 wide)" if args.tiny_model else config["llm_path"],
+        "model": f"tiny random ({args.tiny_layers} layers, 64 wide)" if args.tiny_model else config["llm_path"],
         "dtype": str(model.llm.get_input_embeddings().weight.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "rows_per_epoch": rows,

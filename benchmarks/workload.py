@@ -15,9 +15,8 @@ counts, through the plugin's own code:
 - scoring: the candidates of each validation and of the test, and their tokens per candidate, from ``--sample``
   seeded evaluation users;
 - training passes: the tokens a row costs, padding included, when a batch of ``--pass-rows`` rows goes through one
-  pass as on a GPU (the opening that the pass's prompts share once, each prefix padded to the pass's longest, each
-  example's candidates in a row padded to the pass's widest), the sampled examples taken in their drawn order as a
-  shuffled epoch takes them.
+  pass as on a GPU (each example one row, its prefix then its candidates, padded to the pass's widest), the
+  sampled examples taken in their drawn order as a shuffled epoch takes them.
 It then prints each phase's time at issue 13's floor rates (10,000 generated tokens/s, 300 training rows/s, 10,000
 scored candidates/s) and the training rows/s that the budget leaves room for, with the forward FLOPs of each
 phase (2 x the model's non-embedding parameters per token; attention and the backward not counted). The
@@ -41,7 +40,6 @@ from recbole.data import create_dataset  # noqa: E402
 from recbole_trsr.item_text import capped_texts  # noqa: E402
 from recbole_trsr.llm.generation import Generated, encode_prompt  # noqa: E402
 from recbole_trsr.llm.loading import LLMSpec, load_tokenizer  # noqa: E402
-from recbole_trsr.llm.scoring import common_opening  # noqa: E402
 from recbole_trsr.runner import build_config, prepare_data  # noqa: E402
 from recbole_trsr.seeding import seed_everything  # noqa: E402
 from recbole_trsr.summary.dataset import HISTORY_END  # noqa: E402
@@ -133,24 +131,17 @@ def example_tokens(model, requests) -> tuple[float, float]:
     return sum(total) / len(total), sum(total) / len(total) - opening
 
 
-def pass_tokens(requests, examples_per_pass: int, suffixes_per_row: int) -> dict:
+def pass_tokens(requests, examples_per_pass: int) -> dict:
     """Tokens per row when ``examples_per_pass`` examples go through each training pass together, as
-    ``YesNoScorer.answer_states`` runs them with gradients: the opening every prefix of the pass shares runs once,
-    each prefix's own part is padded to the pass's longest, and each example's suffixes (rows of at most
-    ``suffixes_per_row``) to the pass's widest row. Padding is what that adds to the same passes unpadded."""
+    ``YesNoScorer.training_answer_states`` runs them: each example one row, its prefix then its suffixes, padded to
+    the pass's widest. Padding is what that adds to the same passes unpadded."""
     run = padding = rows = 0
     for start in range(0, len(requests) - examples_per_pass + 1, examples_per_pass):
         passed = requests[start : start + examples_per_pass]
-        common = common_opening([prefix for prefix, _ in passed])
-        own = [len(prefix) - common for prefix, _ in passed]
-        widths = [
-            sum(map(len, suffixes[first : first + suffixes_per_row]))
-            for _, suffixes in passed
-            for first in range(0, len(suffixes), suffixes_per_row)
-        ]
-        padded = common + len(own) * max(own) + len(widths) * max(widths)
+        widths = [len(prefix) + sum(map(len, suffixes)) for prefix, suffixes in passed]
+        padded = len(widths) * max(widths)
         run += padded
-        padding += padded - common - sum(own) - sum(widths)
+        padding += padded - sum(widths)
         rows += sum(len(suffixes) for _, suffixes in passed)
     return {"tokens_per_row": run / rows, "padding_share": padding / run}
 
@@ -228,8 +219,7 @@ def main() -> None:
         "rows": len(train) * (1 + negatives) * epochs,
         "tokens_per_row": per_example / (1 + negatives),
         "one_pass_of": {
-            rows: pass_tokens(training_requests, max(1, rows // (1 + negatives)), config["score_suffixes_per_row"])
-            for rows in args.pass_rows
+            rows: pass_tokens(training_requests, max(1, rows // (1 + negatives))) for rows in args.pass_rows
         },
     }
     candidates_per_user = 1 + int(config["eval_args"]["mode"]["valid"].removeprefix("uni") or 0)

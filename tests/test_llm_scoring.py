@@ -105,13 +105,35 @@ def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, shared_prefix_a
         assert torch.isfinite(scores).all()
         if suffixes:
             assert (scores - alone).abs().max().item() <= 1e-4
-    # With gradients on (training), the passes take the model's own attention with masks; the answers are the same.
+    # With gradients on, the passes take the model's own attention with masks, and training's single pass puts
+    # each user's prefix and suffixes in one row; the answers are the same.
     active = [request for request in requests if request[1]]
-    with torch.enable_grad():
-        states = scorer.answer_states([prefix for prefix, _ in active], [suffixes for _, suffixes in active])
     expected = torch.cat([scores for scores in batched if len(scores)])
-    assert (scorer.answer_probability(states).detach() - expected).abs().max().item() <= 1e-4
+    for states_of in (scorer.answer_states, scorer.training_answer_states):
+        with torch.enable_grad():
+            states = states_of([prefix for prefix, _ in active], [suffixes for _, suffixes in active])
+        assert (scorer.answer_probability(states).detach() - expected).abs().max().item() <= 1e-4
     assert model.config._attn_implementation == "sdpa"  # the model's own attention is back
+
+
+def test_a_training_pass_runs_each_layer_once_for_all_its_users(tiny_lm):
+    """On a GPU a small model's training pass cost about the same whatever its size: launching each layer's
+    operators (RESULTS.md). The opening, the prefixes and the candidates of a pass go through every layer together,
+    not in three passes."""
+    from recbole_trsr.model.llmtrsr import INSTRUCTION
+
+    model, tokenizer = tiny_lm
+    scorer = YesNoScorer(model, tokenizer)
+    opening = tokenizer(INSTRUCTION)["input_ids"]
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    prefixes = [opening + encode(PREFIX), opening + encode("[Recent Items]\n1. a lipstick\n[Next Item]")]
+    suffix_lists = [[encode(text) for text in CANDIDATES[:4]], [encode(text) for text in CANDIDATES[1:5]]]
+    calls = []
+    hook = scorer.backbone().layers[0].register_forward_hook(lambda *args: calls.append(1))
+    with torch.enable_grad():
+        scorer.training_answer_states(prefixes, suffix_lists).sum().backward()
+    hook.remove()
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -148,7 +170,7 @@ def test_scoring_and_training_passes_log_no_deprecation(tiny_lm, monkeypatch):
         scorer.shared_prefix_attention = shared_prefix_attention
         scorer.score_batch(requests)
         with torch.enable_grad():
-            scorer.answer_states([requests[0][0]], [requests[0][1]])
+            scorer.training_answer_states([requests[0][0]], [requests[0][1]])
     assert not [message for message in warned if "deprecated" in message]
 
 

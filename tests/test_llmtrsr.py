@@ -72,26 +72,51 @@ def test_shared_prefix_loss_equals_the_loss_of_whole_prompts(tiny_llm_overrides)
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
+    from recbole_trsr.llm.scoring import pad
     from recbole_trsr.runner import build_config
 
-    # In float32 on any device: the two paths differ in the order of their sums alone, which 1e-5 measures.
-    config = build_config("LLMTRSR", "tiny", overrides={**tiny_llm_overrides, "llm_dtype": "float32"})
+    # In float32 on any device: the paths differ in the order of their sums alone, which 1e-5 measures. No dropout:
+    # every path sees one function.
+    overrides = {**tiny_llm_overrides, "llm_dtype": "float32", "lora_dropout": "0.0"}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = config.model_class(config, train_data._dataset).eval()  # no dropout: both paths see one function
+    model = config.model_class(config, train_data._dataset)
     batch = next(iter(train_data)).to(config["device"])
     with torch.no_grad():
-        model.predict(batch)  # inference keeps the prompts' opening; training must not reuse it (no gradient)
+        model.eval().predict(batch)  # inference keeps the opening's cache; training must not read it (no gradient)
+    model.train()
+
+    def whole_prompts_loss():  # each candidate's prompt on its own, the answer token's cross-entropy
+        requests, places = model.requests(batch)
+        labels = batch[model.label_field].tolist()
+        yes, no = model.scorer.verbalizer.yes_id, model.scorer.verbalizer.no_id
+        targets = torch.tensor([yes if labels[row] > 0.5 else no for rows in places for row in rows])
+        prompts = [prefix + suffix for prefix, suffixes in requests for suffix in suffixes]
+        tokens, lengths, mask = pad(prompts, model.scorer.pad_id, model.device)
+        hidden = model.scorer.backbone()(input_ids=tokens, attention_mask=mask).last_hidden_state
+        answers = model.llm.get_output_embeddings()(
+            hidden[torch.arange(len(prompts), device=model.device), lengths - 1]
+        )
+        return torch.nn.functional.cross_entropy(answers.float(), targets.to(model.device))
+
+    def checkpointed_loss():  # gradient_checkpointing: True recomputes the same pass's layers in backward
+        model.llm.gradient_checkpointing_enable()
+        try:
+            return model.calculate_loss(batch)
+        finally:
+            model.llm.gradient_checkpointing_disable()
+
     losses, gradients = [], []
-    for whole_prompts in (False, True):
-        model.gradient_checkpointing = whole_prompts  # the path that checkpointed training takes
+    for loss_of in (whole_prompts_loss, lambda: model.calculate_loss(batch), checkpointed_loss):
         model.zero_grad()
-        loss = model.calculate_loss(batch)
+        loss = loss_of()
         loss.backward()
         losses.append(loss.item())
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
-    assert abs(losses[0] - losses[1]) < 1e-5
-    assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
+    for loss, gradient in zip(losses[1:], gradients[1:], strict=True):
+        assert abs(loss - losses[0]) < 1e-5
+        assert torch.allclose(gradient, gradients[0], atol=1e-5)
 
 
 def full_ranking_overrides(overrides):

@@ -49,9 +49,10 @@ def random_causal_lm(
     return model.eval()
 
 
-def tiny_llama(tokenizer, seed: int = 0):
-    """A 2-layer, 64-wide Llama over ``tokenizer``'s vocabulary, built in about a second."""
-    model = random_causal_lm(TINY_LLAMA, vocab_size=len(tokenizer), seed=seed)
+def tiny_llama(tokenizer, seed: int = 0, layers: int = 2):
+    """A 64-wide Llama (2 layers unless told) over ``tokenizer``'s vocabulary, built in about a second."""
+    shape = {**TINY_LLAMA, "num_hidden_layers": layers}
+    model = random_causal_lm(shape, vocab_size=len(tokenizer), seed=seed)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.bos_token_id = tokenizer.bos_token_id

@@ -54,17 +54,17 @@ class SuffixLayout:
         users = len(suffix_lists)
         count = max(len(suffixes) for suffixes in suffix_lists)
         length = max(len(suffix) for suffixes in suffix_lists for suffix in suffixes)
-        slot_tokens = torch.zeros(users, count, length, dtype=torch.long)
-        width = sum(len(suffix) for suffixes in suffix_lists for suffix in suffixes)
-        token_slots = torch.zeros(width, dtype=torch.long)
-        offsets = torch.arange(length)
-        start = 0
-        for user, suffixes in enumerate(suffix_lists):
-            for slot, suffix in enumerate(suffixes):
-                size = len(suffix)
-                slot_tokens[user, slot, :size] = start + offsets[:size]
-                token_slots[start : start + size] = (user * count + slot) * length + offsets[:size]
-                start += size
+        # Whole-array operations, not a few small tensor operations per suffix: those cost a GPU's host about
+        # 10 dispatches a candidate, 13,000 for a batch of 64 users with 21 candidates each.
+        sizes = torch.tensor([len(suffix) for suffixes in suffix_lists for suffix in suffixes])
+        slots = torch.tensor(
+            [user * count + slot for user, suffixes in enumerate(suffix_lists) for slot in range(len(suffixes))]
+        )
+        starts = sizes.cumsum(0) - sizes
+        width = int(sizes.sum())
+        token_slots = torch.arange(width) + torch.repeat_interleave(slots * length - starts, sizes)
+        slot_tokens = torch.zeros(users * count * length, dtype=torch.long)
+        slot_tokens[token_slots] = torch.arange(width)
         dtype = prefix_cache.layers[0].keys.dtype  # the queries' dtype: the mask is added to their scores
         bias = torch.zeros(prefix_valid.shape, device=device, dtype=dtype)
         bias = bias.masked_fill(~prefix_valid.bool(), float("-inf"))

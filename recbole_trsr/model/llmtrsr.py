@@ -41,6 +41,19 @@ INSTRUCTION = (
 )
 
 
+def lora_config(config):
+    """peft's adapter settings from the ``lora_*`` keys of a config (or of LLMTRSR.yaml, read as a dict)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config["lora_r"],
+        lora_alpha=config["lora_alpha"],
+        lora_dropout=config["lora_dropout"],
+        target_modules=list(config["lora_target_modules"]),
+        task_type="CAUSAL_LM",
+    )
+
+
 class LLMTRSR(SequentialRecommender):
     """LLM-TRSR's recommender: P(yes) of a LoRA-tuned causal LM ranks the candidates."""
 
@@ -60,7 +73,7 @@ class LLMTRSR(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         self.texts = dataset  # summaries, histories and item texts stay on the dataset
         if full_ranking(config):  # before the LLM loads: a missing retriever should fail fast
@@ -85,13 +98,7 @@ class LLMTRSR(SequentialRecommender):
         if self.finetune == "full":  # every weight trains; checkpoints hold the whole model
             self.llm = base.requires_grad_(True)
         elif self.finetune == "lora":
-            lora = LoraConfig(
-                r=config["lora_r"],
-                lora_alpha=config["lora_alpha"],
-                lora_dropout=config["lora_dropout"],
-                target_modules=list(config["lora_target_modules"]),
-                task_type="CAUSAL_LM",
-            )
+            lora = lora_config(config)
             with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
                 warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
                 self.llm = get_peft_model(base, lora)
@@ -249,18 +256,16 @@ class LLMTRSR(SequentialRecommender):
         targets = [verbalizer.yes_id if labels[row] > 0.5 else verbalizer.no_id for rows in places for row in rows]
         targets = torch.tensor(targets, device=self.device)
         head = self.llm.get_output_embeddings()
-        if self.loss_scope == "answer" and not self.gradient_checkpointing:
-            # A positive and its negatives share their prefix: one pass over it, as in scoring.
-            answer_states = self.scorer.answer_states(*map(list, zip(*requests, strict=True)))
+        if self.loss_scope == "answer":
+            # A positive and its negatives share their prefix: it runs once, in one pass with their candidates.
+            answer_states = self.scorer.training_answer_states(*map(list, zip(*requests, strict=True)))
             return F.cross_entropy(head(answer_states).float(), targets)
-        # Whole prompts: the paper's loss reads every token, and checkpointed layers keep no KV cache.
+        # The paper's loss: every prompt token is a next-token target too, averaged with the answers, so each
+        # candidate's whole prompt runs.
         prompts = [prefix + suffix for prefix, suffixes in requests for suffix in suffixes]
         tokens, lengths, mask = pad(prompts, self.scorer.pad_id, self.device)
         hidden = self.scorer.backbone()(input_ids=tokens, attention_mask=mask).last_hidden_state
         answer_logits = head(hidden[torch.arange(len(prompts), device=self.device), lengths - 1])
-        if self.loss_scope == "answer":
-            return F.cross_entropy(answer_logits.float(), targets)
-        # The paper's loss: every prompt token is a next-token target too, averaged with the answers.
         logits = head(hidden[:, :-1]).float()
         token_targets = tokens[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), token_targets.reshape(-1), reduction="sum")

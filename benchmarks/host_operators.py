@@ -1,0 +1,138 @@
+"""Operators dispatched per training pass and per scoring step: the host work that a GPU waits on.
+
+    python benchmarks/host_operators.py [--layers 30] [--examples 1 16 64] [--users 16 64] [--output ops.json]
+
+On one H100 a training pass of the default model (30 layers) cost about the same whatever its size, 0.67 s for one
+example and 0.83 s for 16 (RESULTS.md, 2026-11-27): the GPU waited on the host, which dispatches every operator
+of every layer through Python and PyTorch's dispatcher. The count of dispatched ATen operators is that host work,
+measured without a GPU and without noise. This counts them with a random model of the default model's depth
+(64 wide, the default model's tokenizer, LoRA on the default target modules with the default dropout) on
+synthetic prompts shaped like ``amazon``'s: the instruction, then 150 to 500 tokens of the user's own, and
+candidates of 40 tokens.
+
+- training: one forward and backward of ``--examples`` examples (a positive and 3 negatives each), through
+  ``YesNoScorer.training_answer_states`` (one pass) and, side by side, ``answer_states`` with gradients (the
+  shared opening, the prefixes, then the candidates: the passes training took until 2026-11-28);
+- scoring: one ``score_batch`` of ``--users`` users with 21 candidates each, with the attention a GPU takes (the
+  explicit scores; a CPU takes a fused kernel).
+Each count is taken after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recbole_trsr.llm import shared_prefix_attention  # noqa: E402
+from recbole_trsr.llm.loading import load_llm  # noqa: E402
+from recbole_trsr.llm.random_models import tiny_llama  # noqa: E402
+from recbole_trsr.llm.scoring import YesNoScorer  # noqa: E402
+from recbole_trsr.model.llmtrsr import INSTRUCTION, lora_config  # noqa: E402
+
+CANDIDATES = 21
+SUFFIX_TOKENS = 40
+
+
+class OperatorCount(TorchDispatchMode):
+    """ATen operators dispatched while active, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_name: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.by_name[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def counted(function) -> int:
+    function()  # warm-up
+    with OperatorCount() as count:
+        function()
+    return sum(count.by_name.values())
+
+
+def training_step(answer_states, batch) -> None:
+    answer_states(*batch).float().square().mean().backward()
+
+
+def prompts(tokenizer, users: int, candidates: int, generator: torch.Generator):
+    opening = tokenizer(INSTRUCTION)["input_ids"]
+
+    def tokens(size: int) -> list[int]:
+        return torch.randint(100, 10_000, (size,), generator=generator).tolist()
+
+    prefixes = [opening + tokens(int(torch.randint(150, 500, (1,), generator=generator))) for _ in range(users)]
+    return prefixes, [[tokens(SUFFIX_TOKENS) for _ in range(candidates)] for _ in range(users)]
+
+
+def explicit_attention() -> None:
+    """``attention_with_lse`` as a GPU runs it: explicit scores, the fused kernel being the CPU's."""
+    fused_or_explicit = shared_prefix_attention.attention_with_lse
+
+    def explicit(*args, **kwargs):
+        with torch.enable_grad():  # the fused kernel serves inference on a CPU only
+            output, lse = fused_or_explicit(*args, **kwargs)
+        return output.detach(), lse.detach()
+
+    shared_prefix_attention.attention_with_lse = explicit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, help="the model's layers; default: the default model's")
+    parser.add_argument("--examples", type=int, nargs="+", default=[1, 16, 64], help="examples a training pass")
+    parser.add_argument("--users", type=int, nargs="+", default=[16, 64], help="users a scoring step")
+    parser.add_argument("--output", help="write the counts as JSON here")
+    args = parser.parse_args()
+
+    from peft import get_peft_model
+
+    default_model, tokenizer = load_llm()
+    layers = args.layers or default_model.config.num_hidden_layers
+    del default_model
+    config = yaml.safe_load((ROOT / "properties" / "model" / "LLMTRSR.yaml").read_text())
+    negatives = config["train_neg_sample_args"]["sample_num"]
+    model = get_peft_model(tiny_llama(tokenizer, layers=layers), lora_config(config))
+    scorer = YesNoScorer(model, tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    figures = {"layers": layers, "training": {}, "scoring": {}}
+
+    model.train()
+    for examples in args.examples:
+        batch = prompts(tokenizer, examples, 1 + negatives, generator)
+        figures["training"][examples] = {
+            name: counted(lambda name=name, batch=batch: training_step(getattr(scorer, name), batch))
+            for name in ("training_answer_states", "answer_states")
+        }
+    model.eval()
+    explicit_attention()
+    for users in args.users:
+        requests = list(zip(*prompts(tokenizer, users, CANDIDATES, generator), strict=True))
+        figures["scoring"][users] = counted(lambda requests=requests: scorer.score_batch(requests))
+
+    print(f"ATen operators dispatched, {layers} layers with LoRA:")
+    for examples, counts in figures["training"].items():
+        one, three = counts["training_answer_states"], counts["answer_states"]
+        print(
+            f"  training pass of {examples} example(s) ({examples * (1 + negatives)} rows): {one:,} in one pass, "
+            f"{three:,} in the passes before ({three / one:.2f}x)"
+        )
+    for users, count in figures["scoring"].items():
+        print(f"  scoring step of {users} users ({users * CANDIDATES} candidates): {count:,}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
