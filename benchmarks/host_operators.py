@@ -76,18 +76,6 @@ def prompts(tokenizer, users: int, candidates: int, generator: torch.Generator):
     return prefixes, [[tokens(SUFFIX_TOKENS) for _ in range(candidates)] for _ in range(users)]
 
 
-def explicit_attention() -> None:
-    """``attention_with_lse`` as a GPU runs it: explicit scores, the fused kernel being the CPU's."""
-    fused_or_explicit = shared_prefix_attention.attention_with_lse
-
-    def explicit(*args, **kwargs):
-        with torch.enable_grad():  # the fused kernel serves inference on a CPU only
-            output, lse = fused_or_explicit(*args, **kwargs)
-        return output.detach(), lse.detach()
-
-    shared_prefix_attention.attention_with_lse = explicit
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, help="the model's layers; default: the default model's")
@@ -116,7 +104,8 @@ def main() -> None:
             for name in ("training_answer_states", "answer_states")
         }
     model.eval()
-    explicit_attention()
+    # The attention a GPU takes: explicit scores (the fused kernel is the CPU's).
+    shared_prefix_attention.attention_with_lse = shared_prefix_attention.explicit_attention_with_lse
     for users in args.users:
         requests = list(zip(*prompts(tokenizer, users, CANDIDATES, generator), strict=True))
         figures["scoring"][users] = counted(lambda requests=requests: scorer.score_batch(requests))

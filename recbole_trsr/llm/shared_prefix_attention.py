@@ -92,6 +92,11 @@ def attention_with_lse(query, key, value, scale: float, mask=None, causal: bool 
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, causal, attn_mask=mask, scale=scale
         )
+    return explicit_attention_with_lse(query, key, value, scale, mask, causal)
+
+
+def explicit_attention_with_lse(query, key, value, scale: float, mask=None, causal: bool = False):
+    """``attention_with_lse`` with the scores made explicitly, in float32: what a GPU runs."""
     group = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
     scores = (query @ key.transpose(-1, -2)).float() * scale
