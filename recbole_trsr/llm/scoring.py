@@ -275,11 +275,11 @@ class YesNoScorer:
 
         Each example is one row, its prefix then its suffixes, right-padded. A prefix token attends causally within
         the prefix, a suffix token to the prefix and causally within itself: one mask, the model's own attention.
-        The arithmetic is that of the three passes but for the opening, now run once per example (about 12 % more
-        tokens at 16 examples a pass on ``amazon``). Every layer runs once forward and once backward instead of
-        three times: a small model's training pass on a GPU cost nearly the same whatever its size (RESULTS.md,
-        2026-11-27), the time of launching each layer's operators, and with LoRA a 30-layer model runs about 330
-        operators a layer per pass.
+        The linear layers' arithmetic is that of the three passes but for the opening, now run once per example
+        (8 to 9 % more tokens a row on ``amazon``, padding included). Every layer runs once forward and once
+        backward instead of three times: a small model's training pass on a GPU cost nearly the same whatever its
+        size (RESULTS.md, 2026-11-27), the time of launching each layer's operators, and with LoRA a 30-layer model
+        dispatches about 330 operators a layer per pass (benchmarks/host_operators.py).
         """
         tokens, positions, parts, answers = [], [], [], []  # parts: 0 prefix, k the k-th suffix, -1 padding
         for row, (prefix, suffixes) in enumerate(zip(prefixes, suffix_lists, strict=True)):
