@@ -80,6 +80,20 @@ def pad(sequences, pad_id: int, device):
     return tokens, lengths, mask.long()
 
 
+def segment_mask(parts: list[list[int]], device) -> torch.Tensor:
+    """(rows, width, width): which tokens each token of a row attends to, from each token's part in the row.
+
+    Part 0 (a prefix) is read by every later token of its row; a part k > 0 (a candidate) only by its own later
+    tokens; -1 is padding, which sees itself alone (never a row of -inf, never NaN). Made on the device in a few
+    operations whatever the rows, not a copy per candidate."""
+    part = torch.tensor(parts, device=device)
+    query, key = part[:, :, None], part[:, None, :]
+    width = part.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    return allowed | (torch.eye(width, dtype=torch.bool, device=device) & (query < 0))
+
+
 def common_opening(prefixes: list[list[int]]) -> int:
     """How many tokens all prefixes open with (none for a single prefix; each keeps at least one of its own)."""
     if len(prefixes) < 2:
@@ -297,16 +311,10 @@ class YesNoScorer:
             row_tokens += [self.pad_id] * padding
             row_positions += [0] * padding
             row_parts += [-1] * padding
-        # The mask is made on the device from each token's part: a few operations, whatever the examples.
         device = self.device
-        part = torch.tensor(parts, device=device)
-        query, key = part[:, :, None], part[:, None, :]
-        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-        allowed = causal & (key >= 0) & ((key == 0) | (key == query))
-        allowed |= torch.eye(width, dtype=torch.bool, device=device) & (query < 0)  # padding sees itself, not NaN
         hidden = self.backbone()(
             input_ids=torch.tensor(tokens, device=device),
-            attention_mask=allowed[:, None],
+            attention_mask=segment_mask(parts, device)[:, None],
             position_ids=torch.tensor(positions, device=device),
             use_cache=False,
         ).last_hidden_state
@@ -364,13 +372,11 @@ class YesNoScorer:
             cache.batch_select_indices(owners)
         tokens, positions, spans = self.pack(rows, prefix_lengths)
         width = tokens.shape[1]
-        # Each suffix sees itself causally, built on the host and copied once (a GPU would take two kernels a
-        # suffix); padding queries see themselves, never NaN.
-        own = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
-        for row, start, end in spans:
-            own[row, start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+        parts = [[-1] * width for _ in rows]  # each suffix its own part: it sees itself causally
+        for part, (row, start, end) in enumerate(spans, start=1):
+            parts[row][start:end] = [part] * (end - start)
         seen_prefix = prefix_mask.bool()[owners][:, None, None, :].expand(-1, 1, width, -1)
-        allowed = torch.cat([seen_prefix, own.to(device)[:, None]], dim=-1)
+        allowed = torch.cat([seen_prefix, segment_mask(parts, device)[:, None]], dim=-1)
         hidden = backbone(
             input_ids=tokens, attention_mask=allowed, position_ids=positions, **{CACHE: cache}
         ).last_hidden_state
