@@ -43,7 +43,12 @@ def run(checkout: Path, benchmark: str, output: Path, threads: int) -> dict:
 def rates(benchmark: str, figures: dict) -> dict[str, float]:
     if benchmark == "scoring":
         return {f"scoring {name} cand/s": row["candidates_per_s"] for name, row in figures["methods"].items()}
-    return {f"generation batch {size} tokens/s": row["tokens_per_s"] for size, row in figures.items()}
+    # Rows were keyed by batch size until 2026-11-28, then by cache and batch size: the dynamic cache's keep their name.
+    return {
+        f"generation batch {row.get('batch_size', key)}{'' if row.get('cache', 'dynamic') == 'dynamic' else ' static'}"
+        " tokens/s": row["tokens_per_s"]
+        for key, row in figures.items()
+    }
 
 
 def main() -> int:

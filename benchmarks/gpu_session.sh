@@ -6,22 +6,26 @@
 # then the device tool's three setup calls from that script's header, back to back, the third ending in
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
-#   bash benchmarks/gpu_session.sh summaries training-more scoring-more generation   (timeout_s 300)
+#   bash benchmarks/gpu_session.sh generation summaries training-more scoring-more   (timeout_s 300)
 # (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most
 # 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The
 # steps, in the order of what the issues need most:
 #   suite       the test suite on CUDA in 16 workers, each test's outcome (and a failure's traceback) in the log
-#   scoring     float16 (the GPU default) at 64 users a step (eval_batch_size: auto on a GPU): candidates/s, the
-#               matmul rate, max |shared prefix - full prompt|
+#   scoring     float16 (the GPU default) at 64 users a step (eval_batch_size: auto on a GPU): candidates/s of the
+#               shared prefix (c) and of one pass (d, score_pass: one_pass), side by side: which is score_pass's
+#               default on a GPU; the matmul rate, max |shared prefix - full prompt| and |one pass - full prompt|
 #   scoring-more  the same at 16 users a step, with the operators of one shared-prefix run
 #   training    LLMTRSR rows/s in steady state at the defaults, then in batches of 64 rows (then the evaluation's
-#               candidates/s through the real pipeline), and the same without prompt_prefetch: whether building
-#               the next batch's prompts while the GPU works pays, in training and in scoring
-#   training-more  batches of 256 rows, and the operators that take the GPU's time and the host's
+#               candidates/s through the real pipeline), and the same with compile_layers and score_pass: one_pass
+#   training-more  batches of 64 without prompt_prefetch (whether building the next batch's prompts while the GPU
+#               works pays), of 256 rows, and the operators that take the GPU's time and the host's
 #   summaries   the issue's summary goal as it states it: hierarchical summaries (blocks, then merges) of 3,000
 #               real amazon users through the run itself (--precompute_summaries, summary_batch_size: auto), its
 #               generated tokens/s as the run logs them
-#   generation  summaries: generated tokens/s at batch sizes 1,024 (summary_batch_size: auto's cap), 512 and 256
+#   generation  summaries: generated tokens/s at batch 512, with the dynamic KV cache and with the static one
+#               (summary_cache: static, which transformers compiles into CUDA graphs on a GPU), side by side, the
+#               first batch (the compile) timed apart. First in the fourth call: the setup and the third call leave
+#               it little time, and this figure decides summary_cache's default
 #               on real block prompts
 #   side-by-side  a small LLMTRSR, SASRec and GRU4Rec comparison with its models side by side (parallel_models,
 #               on by default on a GPU), then one after another: the run's wall time each way (not in the default
@@ -55,9 +59,12 @@ step() {
   python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'peft', peft.__version__)"
   python3 -c "import pytest; print('pytest', pytest.__version__)" || echo "no pytest on this machine: step 1 cannot run"
+  # torch.compile (summary_cache: static on a GPU) needs Triton, which builds its launcher with a C compiler.
+  python3 -c "import triton; print('triton', triton.__version__)" || echo "no triton: summary_cache: static cannot compile"
+  command -v cc gcc || echo "no C compiler: Triton cannot build, summary_cache: static cannot compile"
 } >>"$log" 2>&1
 
-steps=${*:-suite scoring training summaries training-more scoring-more generation ddp}
+steps=${*:-suite scoring training generation summaries training-more scoring-more ddp}
 # Summaries made on a CPU (default model, amazon-scientific: the published comparison's users), so that training
 # starts at once; a store carried in .gpu/3 goes first. The store's keys do not hold the dtype: float16 reuses them.
 mkdir -p /tmp/gpu-session-saved
@@ -84,20 +91,24 @@ for name in $steps; do
     suite) RECBOLE_TRSR_REPORT_AT_ONCE=1 step suite 240 python3 -m pytest -v --tb=short -p no:cacheprovider -n 16 \
       --junitxml="$out/suite.xml" $test_files ;;
     # 64 users a step (eval_batch_size: auto on a GPU); then 16, with the operators.
-    scoring) step scoring-fp16-64-users 60 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
+    scoring) step scoring-fp16-64-users 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
       --users 128 --users-per-batch 64 --padded-candidates 1 --output "$out/scoring-fp16.json" ;;
     scoring-more) step scoring-fp16-16-users 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
       --users 64 --users-per-batch 16 --profile ;;
     # LoRA training ran at 5.9 rows/s on an H100 while cuDNN's attention planned every shape (2026-11-27). Rows/s
     # at the defaults (batches of 8 rows; under reproducibility the math attention kernel), then in batches of 64
-    # (amazon's 20-minute goal needs ~1,500 rows/s), with prompt_prefetch (auto: on a GPU) and without, side by
-    # side; then batches of 256, and where the time of a batch-64 epoch goes.
+    # (amazon's 20-minute goal needs ~1,700 rows/s), eager and with compile_layers, side by side; in the fourth call,
+    # without prompt_prefetch (auto: on a GPU), then batches of 256, and where the time of a batch-64 epoch goes.
     training)
       step training-default 45 "${train[@]}" --train_users 48 --output "$out/training.json"
       step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate
-      step training-batch64-no-prefetch 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate \
-        --setting prompt_prefetch=False ;;
+      # compile_layers (fused kernels a layer, compiled in the warm-up epoch) and one-pass scoring, against the
+      # eager batch-64 step above.
+      step training-batch64-compiled 90 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate \
+        --setting compile_layers=True --setting score_pass=one_pass ;;
     training-more)
+      step training-batch64-no-prefetch 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate \
+        --setting prompt_prefetch=False
       step training-batch256 55 "${train[@]}" --train_users 256 --setting train_batch_size=256
       step training-profile 55 "${train[@]}" --train_users 96 --setting train_batch_size=64 --profile ;;
     # Users picked by max_users' seeded hash, their store empty (a new folder): 3,440 calls. The run logs calls,
@@ -106,10 +117,10 @@ for name in $steps; do
     summaries) step summaries 150 python3 run_recbole_trsr.py --model=LLMTRSR --dataset=amazon \
       --data_path=../shared/data --max_users=3000 --precompute_summaries --checkpoint_dir=/tmp/gpu-session-summaries \
       --show_progress=False ;;
-    # 1,024 prompts (each batch size runs all of them; rows print as they finish, so a cut step keeps the first:
-    # the cap that summary_batch_size: auto now takes on a GPU).
-    generation) step generation 90 python3 benchmarks/generation_speed.py --batch-sizes 1024 512 256 \
-      --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
+    # Three batches of 512 each way (rows print as they finish, so a cut step keeps the dynamic one): the first
+    # batch holds a static cache's compile; the other two give the steady rate that summary_cache's default needs.
+    generation) step generation 150 python3 benchmarks/generation_speed.py --batch-sizes 512 --cache dynamic static \
+      --prompts 1536 --single-prompts 0 --output "$out/generation.json" ;;
     # The comparison's models side by side (parallel_models: auto is on for a GPU), then one after another: the
     # whole run's wall time each way, and each model's train_s in the printed table. Small budgets, so that both fit.
     side-by-side)

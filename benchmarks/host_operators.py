@@ -11,10 +11,15 @@ synthetic prompts shaped like ``amazon``'s: the instruction, then 150 to 500 tok
 candidates of 40 tokens.
 
 - training: one forward and backward of ``--examples`` examples (a positive and 3 negatives each), through
-  ``YesNoScorer.training_answer_states`` (one pass) and, side by side, ``answer_states`` with gradients (the
+  ``YesNoScorer.one_pass_answer_states`` (one pass) and, side by side, ``answer_states`` with gradients (the
   shared opening, the prefixes, then the candidates: the passes training took until 2026-11-28);
-- scoring: one ``score_batch`` of ``--users`` users with 21 candidates each, with the attention a GPU takes (the
-  explicit scores; a CPU takes a fused kernel).
+- scoring: one ``score_batch`` of ``--users`` users with 21 candidates each, through the shared prefix with the
+  attention a GPU takes (the explicit scores; a CPU takes a fused kernel) and, side by side, in one pass
+  (``score_pass: one_pass``);
+- generation: one decoding step of the summarizer (the random model without LoRA, 8 prompts of 200 tokens, greedy),
+  with the dynamic KV cache and with the static one (``summary_cache``), in eager mode: the difference between
+  generating 17 tokens and 1, over 16. On a GPU a static cache is compiled into CUDA graphs, which this does not
+  count.
 Each count is taken after a warm-up call.
 """
 
@@ -76,6 +81,31 @@ def prompts(tokenizer, users: int, candidates: int, generator: torch.Generator):
     return prefixes, [[tokens(SUFFIX_TOKENS) for _ in range(candidates)] for _ in range(users)]
 
 
+def decoding_step_operators(model, tokenizer, cache: str, generator: torch.Generator, prompts: int = 8) -> float:
+    """Operators of one greedy decoding step: (generating 17 tokens - generating 1) / 16."""
+    from transformers import GenerationConfig
+
+    ids = torch.randint(100, 10_000, (prompts, 200), generator=generator)
+
+    def generated(tokens: int):
+        config = GenerationConfig(
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            cache_implementation="static" if cache == "static" else None,
+        )
+
+        def run():
+            with torch.inference_mode():
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+
+        return run
+
+    return (counted(generated(17)) - counted(generated(1))) / 16
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, help="the model's layers; default: the default model's")
@@ -93,32 +123,49 @@ def main() -> None:
     negatives = config["train_neg_sample_args"]["sample_num"]
     model = get_peft_model(tiny_llama(tokenizer, layers=layers), lora_config(config))
     scorer = YesNoScorer(model, tokenizer)
+    one_pass_scorer = YesNoScorer(model, tokenizer, one_pass=True)
     generator = torch.Generator().manual_seed(0)
-    figures = {"layers": layers, "training": {}, "scoring": {}}
+    figures = {"layers": layers, "training": {}, "scoring": {}, "generation": {}}
 
     model.train()
     for examples in args.examples:
         batch = prompts(tokenizer, examples, 1 + negatives, generator)
         figures["training"][examples] = {
             name: counted(lambda name=name, batch=batch: training_step(getattr(scorer, name), batch))
-            for name in ("training_answer_states", "answer_states")
+            for name in ("one_pass_answer_states", "answer_states")
         }
     model.eval()
     # The attention a GPU takes: explicit scores (the fused kernel is the CPU's).
     shared_prefix_attention.attention_with_lse = shared_prefix_attention.explicit_attention_with_lse
     for users in args.users:
         requests = list(zip(*prompts(tokenizer, users, CANDIDATES, generator), strict=True))
-        figures["scoring"][users] = counted(lambda requests=requests: scorer.score_batch(requests))
+        figures["scoring"][users] = {
+            name: counted(lambda requests=requests, chosen=chosen: chosen.score_batch(requests))
+            for name, chosen in (("shared_prefix", scorer), ("one_pass", one_pass_scorer))
+        }
+
+    summarizer = tiny_llama(tokenizer, layers=layers).eval()
+    for cache in ("dynamic", "static"):
+        figures["generation"][cache] = decoding_step_operators(summarizer, tokenizer, cache, generator)
 
     print(f"ATen operators dispatched, {layers} layers with LoRA:")
     for examples, counts in figures["training"].items():
-        one, three = counts["training_answer_states"], counts["answer_states"]
+        one, three = counts["one_pass_answer_states"], counts["answer_states"]
         print(
             f"  training pass of {examples} example(s) ({examples * (1 + negatives)} rows): {one:,} in one pass, "
             f"{three:,} in the passes before ({three / one:.2f}x)"
         )
-    for users, count in figures["scoring"].items():
-        print(f"  scoring step of {users} users ({users * CANDIDATES} candidates): {count:,}")
+    for users, counts in figures["scoring"].items():
+        shared, one = counts["shared_prefix"], counts["one_pass"]
+        print(
+            f"  scoring step of {users} users ({users * CANDIDATES} candidates): {shared:,} through the shared "
+            f"prefix, {one:,} in one pass ({shared / one:.2f}x)"
+        )
+    dynamic, static = figures["generation"]["dynamic"], figures["generation"]["static"]
+    print(
+        f"  decoding step of 8 prompts, without LoRA: {dynamic:,.0f} with the dynamic cache, {static:,.0f} with "
+        "the static one"
+    )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
 

@@ -1,4 +1,4 @@
-"""Yes/no scoring speed, three methods side by side in one run, against the machine's matmul rate.
+"""Yes/no scoring speed, four methods side by side in one run, against the machine's matmul rate.
 
     python benchmarks/scoring_speed.py                      # the default model on this machine's CPU
     python benchmarks/scoring_speed.py --model qwen2.5-0.5b --device cuda --dtype bf16   # GPU, random weights
@@ -11,7 +11,9 @@ Methods, for 21 candidates per user with realistic section lengths (instruction 
              (several users per forward pass, --users-per-batch). The prompts' common opening (the
              instruction) is encoded by the first, untimed run and kept for every later batch, as in an
              evaluation: the timed rounds measure that steady state and count no opening work.
-All three read logits only at the answer position (two vocabulary rows). (b) is slow, so it runs a few
+  (d) one pass  each user one row, its prefix then its candidates under one mask (score_pass: one_pass; what
+             training runs): a third of (c)'s operators a step, with dense attention over each row
+All four read logits only at the answer position (two vocabulary rows). (b) is slow, so it runs a few
 candidates and is reported per candidate. The methods and the matmul reference take turns for --rounds
 rounds and each one's fastest round counts, so that a slow spell of a shared machine hits all of them.
 GFLOP/s counts the work each method needs, padding excluded ((b) counts its padding: that is its method).
@@ -138,6 +140,29 @@ def shared_work(groups, kept) -> tuple[int, int]:
     return tokens, pairs
 
 
+def one_pass_work(groups) -> tuple[int, int]:
+    """(tokens, attended pairs) that (d) needs: each prefix whole (its opening too), every suffix against it and,
+    causally, itself. Padding and the pairs that the mask hides are not counted (see dense_work)."""
+    tokens = pairs = 0
+    for group in groups:
+        for prefix, suffixes in group:
+            tokens += len(prefix) + sum(len(suffix) for suffix in suffixes)
+            pairs += causal_pairs(0, len(prefix))
+            pairs += sum(len(suffix) * len(prefix) + causal_pairs(0, len(suffix)) for suffix in suffixes)
+    return tokens, pairs
+
+
+def dense_work(groups) -> tuple[int, int]:
+    """(tokens, attended pairs) that (d) computes: each step's rows padded to its widest, every pair of a row
+    scored, as a dense mask makes the attention kernel do."""
+    tokens = pairs = 0
+    for group in groups:
+        width = max(len(prefix) + sum(len(suffix) for suffix in suffixes) for prefix, suffixes in group)
+        tokens += len(group) * width
+        pairs += len(group) * width * width
+    return tokens, pairs
+
+
 def padded_scores(scorer, prompt_ids):
     """(b): the paper's way, one prompt at a time, right-padded to 2,048 tokens."""
     backbone, device = scorer.backbone(), scorer.device
@@ -187,6 +212,7 @@ def main():
         model = random_causal_lm(QWEN25_05B, seed=0, dtype=dtype)
     model.to(device=device, dtype=dtype).eval()
     scorer = YesNoScorer(model, tokenizer)
+    one_pass_scorer = YesNoScorer(model, tokenizer, one_pass=True)
     users = build_users(tokenizer, args.users, args.candidates, seed=0)
 
     figures = {
@@ -228,6 +254,11 @@ def main():
             None,  # counted below, once the warm-up has left its opening
             None,
         ),
+        "d_one_pass": (
+            lambda: [scores for group in groups for scores in one_pass_scorer.score_batch(group)],
+            total,
+            *one_pass_work(groups),
+        ),
         "b_padded": (
             lambda: padded_scores(scorer, padded),
             len(padded),
@@ -254,6 +285,7 @@ def main():
 
     figures["matmul_gflops_per_s"] = 2 * size**3 / min(timings["matmul"]) / 1e9
     figures["methods"] = {}
+    methods_work = {name: (candidates, tokens, pairs) for name, (_, candidates, tokens, pairs) in methods.items()}
     for name, (_, candidates, tokens, pairs) in methods.items():
         seconds = min(timings[name])
         figures["methods"][name] = {
@@ -266,8 +298,13 @@ def main():
             "peak_cuda_mb": peaks[name][1],
         }
     methods = figures["methods"]
-    a_scores, c_scores = results["a_full"], results["c_shared"]
+    a_scores, c_scores, d_scores = results["a_full"], results["c_shared"], results["d_one_pass"]
     figures["max_abs_diff_c_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a_scores, c_scores, strict=True))
+    figures["max_abs_diff_d_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a_scores, d_scores, strict=True))
+    figures["speedup_d_over_c"] = methods["d_one_pass"]["candidates_per_s"] / methods["c_shared"]["candidates_per_s"]
+    figures["d_fraction_of_matmul_rate"] = methods["d_one_pass"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
+    _, c_tokens, c_pairs = methods_work["c_shared"]
+    figures["d_computed_work_over_c"] = model_flops(model, *dense_work(groups)) / model_flops(model, c_tokens, c_pairs)
     figures["speedup_c_over_a"] = methods["c_shared"]["candidates_per_s"] / methods["a_full"]["candidates_per_s"]
     figures["speedup_c_over_b"] = methods["c_shared"]["candidates_per_s"] / methods["b_padded"]["candidates_per_s"]
     figures["c_fraction_of_matmul_rate"] = methods["c_shared"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
@@ -289,6 +326,11 @@ def main():
         f"(c) vs (a): {figures['speedup_c_over_a']:.1f}x   (c) vs (b): {figures['speedup_c_over_b']:.1f}x   "
         f"(c) at {100 * figures['c_fraction_of_matmul_rate']:.0f}% of the matmul rate   "
         f"max |c - a| = {figures['max_abs_diff_c_vs_a']:.2e}"
+    )
+    print(
+        f"(d) vs (c): {figures['speedup_d_over_c']:.2f}x   (d) at {100 * figures['d_fraction_of_matmul_rate']:.0f}% "
+        f"of the matmul rate   max |d - a| = {figures['max_abs_diff_d_vs_a']:.2e}   (d) computes "
+        f"{figures['d_computed_work_over_c']:.2f}x (c)'s arithmetic (padding and masked pairs included)"
     )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))

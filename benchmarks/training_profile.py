@@ -9,7 +9,7 @@ sampled negatives), runs one epoch through the trainer's own loop to warm up (al
 first steps), then times a second epoch: rows are targets and their negatives, per second of that epoch. With
 ``--evaluate`` it then times the trainer's evaluation of the same users' validation candidates (candidates per
 second). Each timing is split into the prompts (``LLMTRSR.build_requests``: summaries, recent items, counts and
-tokens), the LLM's forward passes through the scorer (``training_answer_states``, then ``answer_states`` in
+tokens), the LLM's forward passes through the scorer (``one_pass_answer_states``, then ``answer_states`` in
 scoring; under ``loss_scope: prompt`` or gradient checkpointing the training forward bypasses them) and the rest
 (backward, the optimizer, RecBole's loop and sampling). With ``--tiny-model`` a random 64-wide model with the
 default model's tokenizer takes the default model's place: the LLM's arithmetic then costs little, and what is left
@@ -22,8 +22,9 @@ printed, then those that took the most CPU time, with the epoch's count of kerne
 time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under cProfile
 instead, and the Python functions with the most cumulative time are printed. With ``--anomaly-detection`` autograd's
 anomaly detection is on, as it was in every run that named one of RecBole's sequential models until 2026-11-28
-(``compat.keep_anomaly_detection_off``): what that cost. Summaries come from the store under
-``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
+(``compat.keep_anomaly_detection_off``): what that cost. Under ``--setting compile_layers=True`` the layers compile
+in the warm-up epoch, and ``--evaluate`` first scores one batch untimed, so that scoring's graph compiles there.
+Summaries come from the store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def main() -> None:
     rows = len(train_data._dataset) * (1 + config["train_neg_sample_args"]["sample_num"])
     parts = Parts()
     parts.time(model, "build_requests", "prompts")
-    parts.time(model.scorer, "training_answer_states", "llm")  # training's forward
+    parts.time(model.scorer, "one_pass_answer_states", "llm")  # training's forward
     parts.time(model.scorer, "answer_states", "llm")  # scoring's passes
     parts.count_rows(model)
 
@@ -220,6 +221,11 @@ def main() -> None:
     )
     print(f"  training epoch: {shares(training_parts)}; {1000 * seconds / rows:.2f} ms per row")
     if args.evaluate:
+        if model.scorer.layers_compiled:  # compile_layers: scoring's graph compiles on a batch first, untimed
+            with torch.no_grad():
+                model.eval().predict(next(iter(valid_data))[0].to(config["device"]))
+            parts.predicted_rows = 0
+            parts.split(0.0)
         evaluate_s = synchronized_seconds(lambda: trainer.evaluate(valid_data, load_best_model=False))
         candidates = parts.predicted_rows
         if not candidates:

@@ -133,7 +133,7 @@ def example_tokens(model, requests) -> tuple[float, float]:
 
 def pass_tokens(requests, examples_per_pass: int) -> dict:
     """Tokens per row when ``examples_per_pass`` examples go through each training pass together, as
-    ``YesNoScorer.training_answer_states`` runs them: each example one row, its prefix then its suffixes, padded to
+    ``YesNoScorer.one_pass_answer_states`` runs them: each example one row, its prefix then its suffixes, padded to
     the pass's widest. Padding is what that adds to the same passes unpadded."""
     run = padding = rows = 0
     for start in range(0, len(requests) - examples_per_pass + 1, examples_per_pass):

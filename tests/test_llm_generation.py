@@ -62,3 +62,34 @@ def test_prompt_beyond_the_context_window(tiny_lm):
     model, tokenizer = tiny_lm
     with pytest.raises(UserInputError, match="exceeds the model's context window of 2048"):
         generate(model, tokenizer, ["word " * 2100], GenerationSettings(max_new_tokens=8), progress=False)
+
+
+def test_a_static_cache_generates_the_same_summaries_under_the_same_store_key(tiny_lm, monkeypatch):
+    """summary_cache: static is for a GPU's compiled decoding; the texts, and the key summaries are stored under,
+    are those of the dynamic cache, so a store made either way serves the other."""
+    from recbole_trsr.summary.backends import model_identity
+
+    model, tokenizer = tiny_lm
+    caches = []
+    generate_of_model = model.generate
+
+    def recorded(*args, **kwargs):
+        caches.append(kwargs["generation_config"].cache_implementation)
+        return generate_of_model(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recorded)
+    dynamic, static = (GenerationSettings(max_new_tokens=12, batch_size=2, static_cache=kind) for kind in (False, True))
+    expected = generate(model, tokenizer, PROMPTS, dynamic, progress=False)
+    assert generate(model, tokenizer, PROMPTS, static, progress=False) == expected
+    assert caches == [None] * 3 + ["static"] * 3  # 5 prompts in batches of 2, each way
+    assert model_identity("tiny", static) == model_identity("tiny", dynamic)
+
+
+def test_an_unknown_summary_cache_ends_in_one_line(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    arguments = as_arguments({**tiny_llm_overrides, "summary_cache": "fixed"})
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "summary_cache must be dynamic or static, not 'fixed'" in error and len(error.splitlines()) == 1

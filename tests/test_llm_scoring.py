@@ -85,12 +85,12 @@ def test_prompt_longer_than_the_context_window(tiny_lm):
         scorer.score("word " * 2050, CANDIDATES[:1])
 
 
-@pytest.mark.parametrize("shared_prefix_attention", [True, False], ids=["shared-prefix-attention", "masked"])
-def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, shared_prefix_attention):
+@pytest.mark.parametrize("path", ["shared-prefix-attention", "masked", "one-pass"])
+def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, path):
     model, tokenizer = tiny_lm
-    scorer = YesNoScorer(model, tokenizer)
+    scorer = YesNoScorer(model, tokenizer, one_pass=path == "one-pass")
     assert scorer.shared_prefix_attention  # a Llama goes through transformers' attention interface
-    scorer.shared_prefix_attention = shared_prefix_attention
+    scorer.shared_prefix_attention = path != "masked"
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     requests = [
         (encode(PREFIX), [encode(text) for text in CANDIDATES]),
@@ -109,11 +109,32 @@ def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, shared_prefix_a
     # each user's prefix and suffixes in one row; the answers are the same.
     active = [request for request in requests if request[1]]
     expected = torch.cat([scores for scores in batched if len(scores)])
-    for states_of in (scorer.answer_states, scorer.training_answer_states):
+    for states_of in (scorer.answer_states, scorer.one_pass_answer_states):
         with torch.enable_grad():
             states = states_of([prefix for prefix, _ in active], [suffixes for _, suffixes in active])
         assert (scorer.answer_probability(states).detach() - expected).abs().max().item() <= 1e-4
     assert model.config._attn_implementation == "sdpa"  # the model's own attention is back
+
+
+@pytest.mark.parametrize("one_pass", [False, True], ids=["shared-prefix", "one-pass"])
+def test_a_scoring_step_runs_each_layer_once_in_one_pass(tiny_lm, one_pass):
+    """score_pass: one_pass sends a step's users and candidates through every layer together (what a GPU that waits
+    on its host needs); the shared prefix runs the opening, the prefixes and the candidates apart."""
+    from recbole_trsr.model.llmtrsr import INSTRUCTION
+
+    model, tokenizer = tiny_lm
+    scorer = YesNoScorer(model, tokenizer, one_pass=one_pass)
+    opening = tokenizer(INSTRUCTION)["input_ids"]
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    requests = [
+        (opening + encode(PREFIX), [encode(text) for text in CANDIDATES]),
+        (opening + encode("[Recent Items]\n1. a lipstick\n[Next Item]"), [encode(CANDIDATES[2])]),
+    ]
+    calls = []
+    hook = scorer.backbone().layers[0].register_forward_hook(lambda *args: calls.append(1))
+    scorer.score_batch(requests)
+    hook.remove()
+    assert len(calls) == (1 if one_pass else 3)
 
 
 def test_a_training_pass_runs_each_layer_once_for_all_its_users(tiny_lm):
@@ -131,7 +152,7 @@ def test_a_training_pass_runs_each_layer_once_for_all_its_users(tiny_lm):
     calls = []
     hook = scorer.backbone().layers[0].register_forward_hook(lambda *args: calls.append(1))
     with torch.enable_grad():
-        scorer.training_answer_states(prefixes, suffix_lists).sum().backward()
+        scorer.one_pass_answer_states(prefixes, suffix_lists).sum().backward()
     hook.remove()
     assert len(calls) == 1
 
@@ -169,7 +190,7 @@ def test_scoring_and_training_passes_log_no_deprecation(tiny_lm, monkeypatch):
         scorer.shared_prefix_attention = shared_prefix_attention
         scorer.score_batch(requests)
         with torch.enable_grad():
-            scorer.training_answer_states([requests[0][0]], [requests[0][1]])
+            scorer.one_pass_answer_states([requests[0][0]], [requests[0][1]])
     assert not [message for message in warned if "deprecated" in message]
 
 

@@ -291,3 +291,76 @@ def test_the_candidates_of_a_batch_tokenized_together_match_one_example_at_a_tim
         assert suffixes == expected
         assert prefix == model.fitter.fit_prefix(model.prefix_sections(summary, recent), max(map(len, expected)))
         assert f"Likes gadgets, {user}." in model.tokenizer.decode(prefix)
+
+
+def test_scoring_in_one_pass_gives_the_scores_of_the_shared_prefix(capsys, tiny_llm_overrides):
+    from recbole.data import create_dataset
+    from recbole.utils import init_seed
+
+    from recbole_trsr.cli import main
+    from recbole_trsr.runner import build_config, prepare_data
+    from tests.conftest import as_arguments
+
+    overrides = {**tiny_llm_overrides, "llm_dtype": "float32", "summary_mode": "none", "score_pass": "one_pass"}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    _, _, test_data = prepare_data(config, create_dataset(config))
+    model = config.model_class(config, test_data._dataset).eval()
+    batch = next(iter(test_data))[0].to(config["device"])
+    assert model.scorer.one_pass
+    one_pass = model.predict(batch)
+    model.scorer.one_pass = False
+    assert (one_pass - model.predict(batch)).abs().max().item() <= 1e-4
+
+    capsys.readouterr()
+    arguments = as_arguments({**overrides, "score_pass": "both"})
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert "score_pass must be shared_prefix or one_pass, not 'both'" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_compiled_layers_train_and_score_as_the_eager_ones(tiny_llm_overrides):
+    """compile_layers: True is for a GPU's host; the losses, the adapter's gradients and the scores are the eager
+    model's, in float32 and without dropout, whichever way candidates are scored."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+    from torch._dynamo.utils import counters
+
+    from recbole_trsr.runner import build_config
+
+    overrides = {**tiny_llm_overrides, "llm_dtype": "float32", "lora_dropout": "0.0", "compile_layers": "True"}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, test_data = data_preparation(config, create_dataset(config))
+    model = config.model_class(config, train_data._dataset)
+    assert model.scorer.layers_compiled
+    train_batch = next(iter(train_data)).to(config["device"])
+    test_batch = next(iter(test_data))[0].to(config["device"])
+
+    def loss_and_gradient():
+        model.train().zero_grad()
+        loss = model.calculate_loss(train_batch)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    def scores():
+        model.eval()
+        shared = model.predict(test_batch)
+        model.scorer.one_pass = True
+        try:
+            return shared, model.predict(test_batch)
+        finally:
+            model.scorer.one_pass = False
+
+    with torch.compiler.set_stance("force_eager"):
+        eager_loss, eager_gradient = loss_and_gradient()
+        eager_scores = scores()
+    graphs = counters["stats"]["unique_graphs"]
+    loss, gradient = loss_and_gradient()
+    compiled_scores = scores()
+    assert counters["stats"]["unique_graphs"] > graphs  # the layers did compile
+    assert abs(loss - eager_loss) < 1e-5
+    assert torch.allclose(gradient, eager_gradient, atol=1e-5)
+    for compiled, eager in zip(compiled_scores, eager_scores, strict=True):
+        assert (compiled - eager).abs().max().item() <= 1e-5

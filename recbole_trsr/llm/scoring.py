@@ -11,6 +11,7 @@ the output embedding.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, fields
 
@@ -134,10 +135,19 @@ class YesNoScorer:
     """Scores candidate suffixes after a shared prefix with a causal LM (a transformers or peft model)."""
 
     def __init__(
-        self, model, tokenizer, yes: str = "yes", no: str = "no", suffixes_per_row: int = 7, leading_space=None
+        self,
+        model,
+        tokenizer,
+        yes: str = "yes",
+        no: str = "no",
+        suffixes_per_row: int = 7,
+        leading_space=None,
+        one_pass: bool = False,
     ):
         self.model = model
         self.suffixes_per_row = suffixes_per_row
+        self.one_pass = one_pass  # scoring as training runs: see one_pass_answer_states
+        self.layers_compiled = False
         self.tokenizer = tokenizer
         self.verbalizer = resolve_verbalizer(tokenizer, yes, no, leading_space)
         self.context_window = int(getattr(model.config, "max_position_embeddings", 0) or 2**31)
@@ -155,6 +165,21 @@ class YesNoScorer:
         """The decoder stack that returns final (normed) hidden states, below the output embedding."""
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         return model.get_decoder()
+
+    def compile_layers(self) -> None:
+        """Compiles each decoder layer with torch.compile, for every shape (``compile_layers``).
+
+        For the one pass of training and of one-pass scoring: a compiled layer runs as a few fused kernels instead of
+        the ~330 operators (forward and backward, with LoRA) that a GPU's host dispatches one by one. Each layer on
+        its own, not the whole model: the layers share their code, so one graph serves all of them, and the compile
+        took 39 s on 2 CPU cores for a 30-layer model where the whole model took 350 s. A CPU gains nothing from it
+        (0.9x to 1.2x the steps/s); a GPU's gain is not measured yet. The shared-prefix passes stay eager
+        (``answer_states``): their attention reads a cache and a layout through transformers' kwargs."""
+        if not hasattr(torch.compiler, "set_stance"):  # keeps the shared-prefix passes eager
+            raise UserInputError(f"compile_layers needs torch 2.6 or later, not {torch.__version__}")
+        for layer in self.backbone().layers:
+            layer.compile(dynamic=True)
+        self.layers_compiled = True
 
     def answer_probability(self, hidden: torch.Tensor) -> torch.Tensor:
         """P(yes) / (P(yes) + P(no)) from final hidden states at answer positions, shape (n, hidden)."""
@@ -209,7 +234,8 @@ class YesNoScorer:
         return results
 
     def _score_active(self, prefixes: list[list[int]], uniques: list[list[tuple[int, ...]]]) -> torch.Tensor:
-        return self.answer_probability(self.answer_states(prefixes, uniques)).cpu()
+        states_of = self.one_pass_answer_states if self.one_pass else self.answer_states
+        return self.answer_probability(states_of(prefixes, uniques)).cpu()
 
     def shared_opening(self, prefixes: list[list[int]]):
         """(length, KV cache of batch 1) of the tokens that every prefix opens with; (0, None) if there are none.
@@ -276,16 +302,17 @@ class YesNoScorer:
         One forward over the padded prefixes, then one over all users' suffixes packed into one row, each
         suffix reading its user's cached prefix, the cache never copied per candidate (models outside
         transformers' attention interface take rows with a dense mask instead). Gradients flow when called outside
-        inference mode, but training takes ``training_answer_states``: one pass, not two or three.
+        inference mode, but training takes ``one_pass_answer_states``: one pass, not two or three.
         """
-        cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
-        if self.lse_attention():
-            return self._suffix_states(cache, prefix_mask, prefix_lengths, suffix_lists)
-        return self._suffix_states_masked(cache, prefix_mask, prefix_lengths, suffix_lists)
+        with torch.compiler.set_stance("force_eager") if self.layers_compiled else contextlib.nullcontext():
+            cache, prefix_mask, prefix_lengths = self.encode_prefixes(prefixes)
+            if self.lse_attention():
+                return self._suffix_states(cache, prefix_mask, prefix_lengths, suffix_lists)
+            return self._suffix_states_masked(cache, prefix_mask, prefix_lengths, suffix_lists)
 
-    def training_answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
-        """``answer_states`` for training, in one pass instead of three (the shared opening, the prefixes, then
-        their suffixes).
+    def one_pass_answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
+        """``answer_states`` in one pass instead of three (the shared opening, the prefixes, then their suffixes):
+        training's forward, and scoring's with ``one_pass``.
 
         Each example is one row, its prefix then its suffixes, right-padded. A prefix token attends causally within
         the prefix, a suffix token to the prefix and causally within itself: one mask, the model's own attention.
@@ -294,6 +321,12 @@ class YesNoScorer:
         backward instead of three times: a small model's training pass on a GPU cost nearly the same whatever its
         size (RESULTS.md, 2026-11-27), the time of launching each layer's operators, and with LoRA a 30-layer model
         dispatches about 330 operators a layer per pass (benchmarks/host_operators.py).
+
+        Scoring this way dispatches 2,735 operators a step against 8,301 for ``answer_states`` (30 layers with
+        LoRA, 64 users of 21 candidates), but attends densely: every token of a row against the row's whole width
+        under the mask, 1.38x the arithmetic of the shared prefix on ``amazon``-like prompts. On 2 CPU cores, bound
+        by their arithmetic, it scored 0.73x the candidates/s of ``answer_states`` (RESULTS.md, 2026-11-28); a GPU
+        that waits on its host may not be bound so.
         """
         tokens, positions, parts, answers = [], [], [], []  # parts: 0 prefix, k the k-th suffix, -1 padding
         for row, (prefix, suffixes) in enumerate(zip(prefixes, suffix_lists, strict=True)):

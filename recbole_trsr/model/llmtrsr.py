@@ -21,6 +21,7 @@ from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
 from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
+from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import YesNoScorer, pad
@@ -39,6 +40,15 @@ INSTRUCTION = (
     "be holistically considered for a more comprehensive understanding of user behavior. Please output 'yes' "
     "or 'no'.\n"
 )
+
+
+def score_in_one_pass(config) -> bool:
+    """``score_pass``: one_pass scores as training runs (YesNoScorer.one_pass_answer_states), shared_prefix through
+    the prefix's cache."""
+    value = config["score_pass"]
+    if value not in ("shared_prefix", "one_pass"):
+        raise UserInputError(f"score_pass must be shared_prefix or one_pass, not {value!r}")
+    return value == "one_pass"
 
 
 def lora_config(config):
@@ -64,9 +74,11 @@ class LLMTRSR(SequentialRecommender):
         """The models this config loads exist, checked before any model of a comparison trains."""
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
+        summary_static_cache(config)
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
         prompt_prefetch(config, "cpu")
         eval_batch_size(config["eval_batch_size"], 21, "cpu")  # auto is resolved by now; a given value is checked
+        score_in_one_pass(config)
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
@@ -110,7 +122,10 @@ class LLMTRSR(SequentialRecommender):
             self.tokenizer,
             suffixes_per_row=config["score_suffixes_per_row"],
             leading_space=None if space in (None, "auto") else bool(space),
+            one_pass=score_in_one_pass(config),
         )
+        if config["compile_layers"]:
+            self.scorer.compile_layers()
         self.fitter = PromptFitter(self.tokenizer, config["max_prompt_tokens"] or self.scorer.context_window)
         self.templates = {
             "instruction": config["instruction_template"] or INSTRUCTION,
@@ -258,7 +273,7 @@ class LLMTRSR(SequentialRecommender):
         head = self.llm.get_output_embeddings()
         if self.loss_scope == "answer":
             # A positive and its negatives share their prefix: it runs once, in one pass with their candidates.
-            answer_states = self.scorer.training_answer_states(*map(list, zip(*requests, strict=True)))
+            answer_states = self.scorer.one_pass_answer_states(*map(list, zip(*requests, strict=True)))
             return F.cross_entropy(head(answer_states).float(), targets)
         # The paper's loss: every prompt token is a next-token target too, averaged with the answers, so each
         # candidate's whole prompt runs.
