@@ -8,7 +8,7 @@ runs the first `--single-prompts` prompts only (it is slow); every figure is gen
 speed-up is over the first row. With several ``--cache`` kinds (summary_cache), each batch size runs with each, side
 by side. A run's first batch is timed apart from the rest: with a static cache on a GPU, transformers compiles the
 decoding step then, and "steady tokens/s" is the rate after it (the whole run's rate where one batch holds every
-prompt).
+prompt). The static cache has the length that a run at LLMTRSR.yaml's defaults gives it.
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recbole_trsr  # noqa: E402,F401
 from recbole_trsr.item_text import ItemTexts  # noqa: E402
+from recbole_trsr.llm.device_batches import summary_model_tokens  # noqa: E402
 from recbole_trsr.llm.generation import GenerationSettings, encode_prompt, generate  # noqa: E402
 from recbole_trsr.llm.loading import load_llm  # noqa: E402
 from recbole_trsr.memory import PeakMemory  # noqa: E402
 from recbole_trsr.summary.prompts import SummaryPrompts  # noqa: E402
 
-AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon"
+ROOT = Path(__file__).resolve().parents[1]
+AMAZON = ROOT.parent / "shared" / "data" / "amazon"
 
 
 def block_prompts(count: int) -> list[str]:
@@ -61,6 +64,9 @@ def main():
 
     model, tokenizer = load_llm()
     prompts = block_prompts(args.prompts)
+    # The static cache's length as a run at LLMTRSR.yaml's defaults sizes it.
+    defaults = yaml.safe_load((ROOT / "properties" / "model" / "LLMTRSR.yaml").read_text())
+    cache_tokens = summary_model_tokens({**defaults, "summary_max_new_tokens": args.max_new_tokens}, model)
     generate(model, tokenizer, prompts[:2], GenerationSettings(max_new_tokens=8, batch_size=2), progress=False)
     rows = {}
     # Each row is printed (and the JSON rewritten) as it is measured: a time-boxed GPU step keeps what it finished.
@@ -74,7 +80,10 @@ def main():
             # Longest first, as generate orders them: the first call then takes the batch one call would make first.
             chosen = sorted(chosen, key=lambda prompt: -len(encode_prompt(tokenizer, prompt, True)))
             settings = GenerationSettings(
-                max_new_tokens=args.max_new_tokens, batch_size=batch_size, static_cache=cache == "static"
+                max_new_tokens=args.max_new_tokens,
+                batch_size=batch_size,
+                static_cache=cache == "static",
+                cache_tokens=cache_tokens,
             )
             with PeakMemory() as memory:
                 started = time.perf_counter()

@@ -20,13 +20,12 @@
 #   training-more  batches of 64 without prompt_prefetch (whether building the next batch's prompts while the GPU
 #               works pays), of 256 rows, and the operators that take the GPU's time and the host's
 #   summaries   the issue's summary goal as it states it: hierarchical summaries (blocks, then merges) of 3,000
-#               real amazon users through the run itself (--precompute_summaries, summary_batch_size: auto), its
-#               generated tokens/s as the run logs them
+#               real amazon users through the run itself (--precompute_summaries, summary_batch_size: auto, the
+#               summary_cache that the generation step found faster), its generated tokens/s as the run logs them
 #   generation  summaries: generated tokens/s at batch 512, with the dynamic KV cache and with the static one
 #               (summary_cache: static, which transformers compiles into CUDA graphs on a GPU), side by side, the
-#               first batch (the compile) timed apart. First in the fourth call: the setup and the third call leave
-#               it little time, and this figure decides summary_cache's default
-#               on real block prompts
+#               first batch (the compile) timed apart, on real block prompts. First in the fourth call: the setup
+#               and the third call leave it little time, and this figure decides summary_cache's default
 #   side-by-side  a small LLMTRSR, SASRec and GRU4Rec comparison with its models side by side (parallel_models,
 #               on by default on a GPU), then one after another: the run's wall time each way (not in the default
 #               steps: give it by name when a session has time left)
@@ -102,8 +101,9 @@ for name in $steps; do
     training)
       step training-default 45 "${train[@]}" --train_users 48 --output "$out/training.json"
       step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate
-      # compile_layers (fused kernels a layer, compiled in the warm-up epoch) and one-pass scoring, against the
-      # eager batch-64 step above.
+      # compile_layers (fused kernels a layer, compiled in the warm-up epoch) against the eager batch-64 step above;
+      # its evaluation scores in one pass (compiled layers serve one-pass scoring only): the scoring step's (c) and
+      # (d), both eager, tell that part from the compile's.
       step training-batch64-compiled 90 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate \
         --setting compile_layers=True --setting score_pass=one_pass ;;
     training-more)
@@ -114,13 +114,19 @@ for name in $steps; do
     # Users picked by max_users' seeded hash, their store empty (a new folder): 3,440 calls. The run logs calls,
     # generated tokens and tokens/s at the first finished batch after each minute and at the end, so a cut step still
     # leaves its rate so far if a batch of up to 1,024 prompts finished (on 2 CPU cores: 48 calls in 72 s, 79 tokens/s).
-    summaries) step summaries 150 python3 run_recbole_trsr.py --model=LLMTRSR --dataset=amazon \
-      --data_path=../shared/data --max_users=3000 --precompute_summaries --checkpoint_dir=/tmp/gpu-session-summaries \
-      --show_progress=False ;;
-    # Three batches of 512 each way (rows print as they finish, so a cut step keeps the dynamic one): the first
-    # batch holds a static cache's compile; the other two give the steady rate that summary_cache's default needs.
+    # The summary cache whose steady rate the generation step found higher, if it ran (else the default, dynamic).
+    summaries)
+      cache=$(python3 -c "import json, sys; rows = json.load(open(sys.argv[1])); rate = lambda c: rows.get(f'{c} 512', \
+{}).get('steady_tokens_per_s', 0); print('static' if rate('static') > rate('dynamic') else 'dynamic')" \
+        "$out/generation.json" 2>/dev/null || echo dynamic)
+      step "summaries-$cache-cache" 150 python3 run_recbole_trsr.py --model=LLMTRSR --dataset=amazon \
+        --data_path=../shared/data --max_users=3000 --precompute_summaries --checkpoint_dir=/tmp/gpu-session-summaries \
+        --show_progress=False --summary_cache=$cache ;;
+    # Two batches of 512 each way (rows print as they finish, so a cut step keeps the dynamic one): the first holds
+    # a static cache's compile, the second gives the steady rate that summary_cache's default needs. 1,024 prompts
+    # of ~124 new tokens took 54 s at the 2,352 tokens/s measured at batch 256 before cuDNN's attention went off.
     generation) step generation 150 python3 benchmarks/generation_speed.py --batch-sizes 512 --cache dynamic static \
-      --prompts 1536 --single-prompts 0 --output "$out/generation.json" ;;
+      --prompts 1024 --single-prompts 0 --output "$out/generation.json" ;;
     # The comparison's models side by side (parallel_models: auto is on for a GPU), then one after another: the
     # whole run's wall time each way, and each model's train_s in the printed table. Small budgets, so that both fit.
     side-by-side)

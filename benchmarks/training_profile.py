@@ -23,7 +23,8 @@ time that the device was busy: what a GPU waits on. With ``--python-profile`` th
 instead, and the Python functions with the most cumulative time are printed. With ``--anomaly-detection`` autograd's
 anomaly detection is on, as it was in every run that named one of RecBole's sequential models until 2026-11-28
 (``compat.keep_anomaly_detection_off``): what that cost. Under ``--setting compile_layers=True`` the layers compile
-in the warm-up epoch, and ``--evaluate`` first scores one batch untimed, so that scoring's graph compiles there.
+in the warm-up epoch; ``--evaluate`` first scores one batch untimed (since 2026-11-28), so that scoring's graph
+compiles there.
 Summaries come from the store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
@@ -221,11 +222,12 @@ def main() -> None:
     )
     print(f"  training epoch: {shares(training_parts)}; {1000 * seconds / rows:.2f} ms per row")
     if args.evaluate:
-        if model.scorer.layers_compiled:  # compile_layers: scoring's graph compiles on a batch first, untimed
-            with torch.no_grad():
-                model.eval().predict(next(iter(valid_data))[0].to(config["device"]))
-            parts.predicted_rows = 0
-            parts.split(0.0)
+        # One batch scored first, untimed, on either side: scoring's first shapes (and, under compile_layers, its
+        # graph's compile) stay out of the rate.
+        with torch.no_grad():
+            model.eval().predict(next(iter(valid_data))[0].to(config["device"]))
+        parts.predicted_rows = 0
+        parts.split(0.0)
         evaluate_s = synchronized_seconds(lambda: trainer.evaluate(valid_data, load_best_model=False))
         candidates = parts.predicted_rows
         if not candidates:

@@ -321,8 +321,9 @@ def test_scoring_in_one_pass_gives_the_scores_of_the_shared_prefix(capsys, tiny_
 
 
 def test_compiled_layers_train_and_score_as_the_eager_ones(tiny_llm_overrides):
-    """compile_layers: True is for a GPU's host; the losses, the adapter's gradients and the scores are the eager
-    model's, in float32 and without dropout, whichever way candidates are scored."""
+    """compile_layers: True is for a GPU's host; the losses, the adapter's gradients (with gradient checkpointing
+    too) and the one-pass scores are the eager model's, in float32 and without dropout, and the shared-prefix passes
+    still score beside compiled layers (they run eagerly)."""
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
     from torch._dynamo.utils import counters
@@ -360,6 +361,13 @@ def test_compiled_layers_train_and_score_as_the_eager_ones(tiny_llm_overrides):
     loss, gradient = loss_and_gradient()
     compiled_scores = scores()
     assert counters["stats"]["unique_graphs"] > graphs  # the layers did compile
+    assert abs(loss - eager_loss) < 1e-5
+    assert torch.allclose(gradient, eager_gradient, atol=1e-5)
+    model.llm.gradient_checkpointing_enable()  # recomputes the compiled layers in backward
+    try:
+        loss, gradient = loss_and_gradient()
+    finally:
+        model.llm.gradient_checkpointing_disable()
     assert abs(loss - eager_loss) < 1e-5
     assert torch.allclose(gradient, eager_gradient, atol=1e-5)
     for compiled, eager in zip(compiled_scores, eager_scores, strict=True):

@@ -65,9 +65,13 @@ def summary_batch_size(config, model=None) -> int:
         return max(CPU_GENERATION_BATCH, concurrency)
     weights = next(model.parameters())
     free = torch.cuda.mem_get_info(weights.device)[0] if weights.device.type == "cuda" else 0
-    window = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    per_sequence = kv_cache_bytes_per_token(model.config, weights.dtype) * summary_sequence_tokens(config, window)
+    per_sequence = kv_cache_bytes_per_token(model.config, weights.dtype) * summary_model_tokens(config, model)
     return generation_batch_size(weights.device.type, free, per_sequence)
+
+
+def summary_model_tokens(config, model) -> int:
+    """``summary_sequence_tokens`` within ``model``'s context window."""
+    return summary_sequence_tokens(config, int(getattr(model.config, "max_position_embeddings", 0) or 2048))
 
 
 def train_examples_per_pass(config, device) -> int | None:

@@ -19,9 +19,12 @@ class GenerationSettings:
     use_chat_template: bool = True  # when the tokenizer has one
     # A static KV cache (summary_cache: static): on a GPU, transformers then compiles each decoding step into CUDA
     # graphs (torch.compile, mode reduce-overhead), so that a step stops costing the host's launch of every
-    # operator of every layer. Prompts go longest first, and transformers keeps the longest cache length it has
-    # made, so after the first batch the shapes repeat and nothing recompiles but the last, smaller batch.
+    # operator of every layer.
     static_cache: bool = False
+    # The static cache's length: the longest prompt and answer the run may ask for (summary_sequence_tokens). The
+    # summarizer calls generate once per chunk, shortest prompts first, so a cache sized to each call would grow,
+    # and recompile, call after call; one length for them all keeps the shapes, but for a smaller last batch.
+    cache_tokens: int | None = None
 
 
 @dataclass
@@ -83,6 +86,7 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         cache_implementation="static" if settings.static_cache else None,
+        max_cache_len=settings.cache_tokens if settings.static_cache else None,
     )
     order = sorted(range(len(prompts)), key=lambda index: -len(encoded[index]))
     results: list[Generated | None] = [None] * len(prompts)

@@ -105,6 +105,12 @@ def common_opening(prefixes: list[list[int]]) -> int:
     return common
 
 
+def check_layers_compile() -> None:
+    """compile_layers keeps the shared-prefix passes eager through ``torch.compiler.set_stance`` (torch 2.6)."""
+    if not hasattr(torch.compiler, "set_stance"):
+        raise UserInputError(f"compile_layers needs torch 2.6 or later, not {torch.__version__}")
+
+
 def weights_state(model) -> tuple:
     """A value that changes whenever the model's outputs may: a parameter replaced or changed in place (an
     optimizer step, ``load_state_dict``, ``.to()``), or peft adapters switched, disabled or merged."""
@@ -172,11 +178,11 @@ class YesNoScorer:
         For the one pass of training and of one-pass scoring: a compiled layer runs as a few fused kernels instead of
         the ~330 operators (forward and backward, with LoRA) that a GPU's host dispatches one by one. Each layer on
         its own, not the whole model: the layers share their code, so one graph serves all of them, and the compile
-        took 39 s on 2 CPU cores for a 30-layer model where the whole model took 350 s. A CPU gains nothing from it
-        (0.9x to 1.2x the steps/s); a GPU's gain is not measured yet. The shared-prefix passes stay eager
+        took 39 s on 2 CPU cores for a 30-layer model where the whole model took 350 s. On 2 CPU cores a host-bound
+        30-layer stand-in trained at 0.9x to 1.6x the rows/s, the default model at about 1x; a GPU's gain is not
+        measured yet. The shared-prefix passes stay eager
         (``answer_states``): their attention reads a cache and a layout through transformers' kwargs."""
-        if not hasattr(torch.compiler, "set_stance"):  # keeps the shared-prefix passes eager
-            raise UserInputError(f"compile_layers needs torch 2.6 or later, not {torch.__version__}")
+        check_layers_compile()
         for layer in self.backbone().layers:
             layer.compile(dynamic=True)
         self.layers_compiled = True

@@ -24,7 +24,7 @@ from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size,
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
-from recbole_trsr.llm.scoring import YesNoScorer, pad
+from recbole_trsr.llm.scoring import YesNoScorer, check_layers_compile, pad
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -79,6 +79,8 @@ class LLMTRSR(SequentialRecommender):
         prompt_prefetch(config, "cpu")
         eval_batch_size(config["eval_batch_size"], 21, "cpu")  # auto is resolved by now; a given value is checked
         score_in_one_pass(config)
+        if config["compile_layers"]:
+            check_layers_compile()
         check_source(LLMSpec.from_config(config))
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")

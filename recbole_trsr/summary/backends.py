@@ -8,13 +8,15 @@ from urllib.parse import urlparse
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.generation import Generated, GenerationSettings, generate
 
+ROUNDING_ONLY = ("batch_size", "static_cache", "cache_tokens")
+
 
 def model_identity(model_name: str, settings: GenerationSettings, backend: str | None = None) -> str:
     """What a summary's text depends on besides its prompt: the model, the generation settings and, for a
     server, that it was a server (which names its model as it likes, and may quantize or template it its
-    own way), so that summaries of one backend are never taken for another's. Batch size and the cache's kind
-    only change rounding, not what is asked for, so they stay out."""
-    generation = {key: value for key, value in asdict(settings).items() if key not in ("batch_size", "static_cache")}
+    own way), so that summaries of one backend are never taken for another's. Batch size and the cache only change
+    rounding, not what is asked for, so they stay out."""
+    generation = {key: value for key, value in asdict(settings).items() if key not in ROUNDING_ONLY}
     identity = f"{model_name}|{sorted(generation.items())}"
     return f"{backend}|{identity}" if backend else identity
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_trsr.item_text import capped_texts
-from recbole_trsr.llm.device_batches import summary_batch_size, summary_server_concurrency
+from recbole_trsr.llm.device_batches import summary_batch_size, summary_model_tokens, summary_server_concurrency
 from recbole_trsr.llm.generation import GenerationSettings, summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, load_llm, load_tokenizer
 from recbole_trsr.summary.backends import OpenAICompatibleBackend, TransformersBackend
@@ -24,6 +24,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
         batch_size=summary_batch_size(config, model),
         use_chat_template=config["summary_chat_template"] is not False,
         static_cache=summary_static_cache(config),
+        cache_tokens=None if server else summary_model_tokens(config, model),
     )
     if server:  # the tokenizer only caps item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
