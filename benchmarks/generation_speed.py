@@ -82,8 +82,7 @@ def main():
             settings = GenerationSettings(
                 max_new_tokens=args.max_new_tokens,
                 batch_size=batch_size,
-                static_cache=cache == "static",
-                cache_tokens=cache_tokens,
+                static_cache_tokens=cache_tokens if cache == "static" else None,
             )
             with PeakMemory() as memory:
                 started = time.perf_counter()

@@ -80,7 +80,7 @@ def test_a_static_cache_generates_the_same_summaries_under_the_same_store_key(ti
 
     monkeypatch.setattr(model, "generate", recorded)
     dynamic = GenerationSettings(max_new_tokens=12, batch_size=2)
-    static = GenerationSettings(max_new_tokens=12, batch_size=2, static_cache=True, cache_tokens=96)
+    static = GenerationSettings(max_new_tokens=12, batch_size=2, static_cache_tokens=96)
     expected = generate(model, tokenizer, PROMPTS, dynamic, progress=False)
     assert generate(model, tokenizer, PROMPTS, static, progress=False) == expected
     # 5 prompts in batches of 2, each way; every static call sized for the longest a run may ask for, so that the

@@ -17,14 +17,12 @@ class GenerationSettings:
     batch_size: int = 8
     greedy: bool = True  # sampling makes stored summaries irreproducible; kept as an explicit choice
     use_chat_template: bool = True  # when the tokenizer has one
-    # A static KV cache (summary_cache: static): on a GPU, transformers then compiles each decoding step into CUDA
-    # graphs (torch.compile, mode reduce-overhead), so that a step stops costing the host's launch of every
-    # operator of every layer.
-    static_cache: bool = False
-    # The static cache's length: the longest prompt and answer the run may ask for (summary_sequence_tokens). The
-    # summarizer calls generate once per chunk, shortest prompts first, so a cache sized to each call would grow,
-    # and recompile, call after call; one length for them all keeps the shapes, but for a smaller last batch.
-    cache_tokens: int | None = None
+    # The length of a static KV cache (summary_cache: static), or None for the dynamic one. With a static cache on a
+    # GPU, transformers compiles each decoding step into CUDA graphs (torch.compile, mode reduce-overhead), so that a
+    # step stops costing the host's launch of every operator of every layer. The length is the longest prompt and
+    # answer the run may ask for (summary_sequence_tokens): the summarizer calls generate once per chunk, shortest
+    # prompts first, so a cache sized to each call would grow, and recompile, call after call.
+    static_cache_tokens: int | None = None
 
 
 @dataclass
@@ -48,7 +46,7 @@ def encode_prompt(tokenizer, prompt: str, use_chat_template: bool) -> list[int]:
 
 
 def summary_static_cache(config) -> bool:
-    """``summary_cache``: static or dynamic (see GenerationSettings.static_cache)."""
+    """``summary_cache``: static or dynamic (see GenerationSettings.static_cache_tokens)."""
     value = config["summary_cache"]
     if value not in ("dynamic", "static"):
         raise UserInputError(f"summary_cache must be dynamic or static, not {value!r}")
@@ -85,8 +83,8 @@ def generate(
         do_sample=not settings.greedy,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        cache_implementation="static" if settings.static_cache else None,
-        max_cache_len=settings.cache_tokens if settings.static_cache else None,
+        cache_implementation="static" if settings.static_cache_tokens else None,
+        max_cache_len=settings.static_cache_tokens,
     )
     order = sorted(range(len(prompts)), key=lambda index: -len(encoded[index]))
     results: list[Generated | None] = [None] * len(prompts)

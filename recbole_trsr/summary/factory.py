@@ -19,12 +19,12 @@ def build_summarizer(config, item_texts) -> Summarizer:
     spec = LLMSpec.from_config(config, prefix="summarizer_llm_", fallback_prefix="llm_")
     server = config["summary_backend"] == "server"
     model, tokenizer = (None, load_tokenizer(spec)) if server else load_llm(spec)
+    static = summary_static_cache(config) and not server  # a server keeps its own cache
     settings = GenerationSettings(
         max_new_tokens=config["summary_max_new_tokens"],
         batch_size=summary_batch_size(config, model),
         use_chat_template=config["summary_chat_template"] is not False,
-        static_cache=summary_static_cache(config),
-        cache_tokens=None if server else summary_model_tokens(config, model),
+        static_cache_tokens=summary_model_tokens(config, model) if static else None,
     )
     if server:  # the tokenizer only caps item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
