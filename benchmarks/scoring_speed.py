@@ -1,4 +1,4 @@
-"""Yes/no scoring speed, four methods side by side in one run, against the machine's matmul rate.
+"""Yes/no scoring speed, four methods (five with --flex) side by side in one run, against the machine's matmul rate.
 
     python benchmarks/scoring_speed.py                      # the default model on this machine's CPU
     python benchmarks/scoring_speed.py --model qwen2.5-0.5b --device cuda --dtype bf16   # GPU, random weights
@@ -13,7 +13,10 @@ Methods, for 21 candidates per user with realistic section lengths (instruction 
              evaluation: the timed rounds measure that steady state and count no opening work.
   (d) one pass  each user one row, its prefix then its candidates under one mask (score_pass: one_pass; what
              training runs): a third of (c)'s operators a step, with dense attention over each row
-All four read logits only at the answer position (two vocabulary rows). (b) is slow, so it runs a few
+  (e) one pass, flex  with --flex: (d) through FlexAttention with a block mask (one_pass_attention: flex),
+             fused kernels that skip the 128 x 128 blocks the mask hides wholly. Its first runs compile (untimed);
+             where it cannot run, it is left out with its traceback, and the JSON gives the reason
+All of them read logits only at the answer position (two vocabulary rows). (b) is slow, so it runs a few
 candidates and is reported per candidate. The methods and the matmul reference take turns for --rounds
 rounds and each one's fastest round counts, so that a slow spell of a shared machine hits all of them.
 GFLOP/s counts the work each method needs, padding excluded ((b) counts its padding: that is its method).
@@ -30,6 +33,7 @@ import os
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -41,7 +45,7 @@ from benchmarks.profiling import profiled  # noqa: E402
 from recbole_trsr.item_text import ItemTexts  # noqa: E402
 from recbole_trsr.llm.loading import LLMSpec, load_llm  # noqa: E402
 from recbole_trsr.llm.random_models import QWEN25_05B, random_causal_lm  # noqa: E402
-from recbole_trsr.llm.scoring import YesNoScorer, common_opening  # noqa: E402
+from recbole_trsr.llm.scoring import YesNoScorer, common_opening, one_pass_rows, segment_block_mask  # noqa: E402
 from recbole_trsr.memory import PeakMemory  # noqa: E402
 from recbole_trsr.model.llmtrsr import INSTRUCTION  # noqa: E402
 
@@ -163,6 +167,18 @@ def dense_work(groups) -> tuple[int, int]:
     return tokens, pairs
 
 
+def flex_area(groups, pad_id: int) -> float:
+    """The share of (d)'s attention scores that FlexAttention computes: the area of the blocks its block mask keeps
+    (each 128 x 128 block it does not skip, whole) over each step's rows x width²."""
+    computed = total = 0.0
+    for group in groups:
+        parts = one_pass_rows([prefix for prefix, _ in group], [suffixes for _, suffixes in group], pad_id)[2]
+        rows, width = len(parts), len(parts[0])
+        computed += (1 - segment_block_mask(parts, "cpu").sparsity() / 100) * rows * width * width
+        total += rows * width * width
+    return computed / total
+
+
 def padded_scores(scorer, prompt_ids):
     """(b): the paper's way, one prompt at a time, right-padded to 2,048 tokens."""
     backbone, device = scorer.backbone(), scorer.device
@@ -201,6 +217,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each method's fastest round counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--profile", action="store_true", help="then run (c) once under torch.profiler: top operators")
+    parser.add_argument("--flex", action="store_true", help="also (e), one pass through FlexAttention")
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -266,12 +283,27 @@ def main():
             len(padded) * causal_pairs(0, PADDED_LENGTH),
         ),
     }
+    if args.flex:  # last, so that its compile comes after the other methods' first runs
+        flex_scorer = YesNoScorer(model, tokenizer, one_pass=True, one_pass_attention="flex")
+        methods["e_one_pass_flex"] = (
+            lambda: [scores for group in groups for scores in flex_scorer.score_batch(group)],
+            total,
+            *one_pass_work(groups),
+        )
     # Peak memory from one untimed run each (measuring it releases freed memory, which the timed runs reuse);
     # then rounds that run every method in turn, so that a slow spell of the machine hits all of them.
     peaks, results = {}, {}
-    for name, (function, *_) in methods.items():
-        with PeakMemory() as memory:
-            results[name] = function()
+    for name, (function, *_) in list(methods.items()):
+        try:
+            with PeakMemory() as memory:
+                results[name] = function()
+        except Exception as error:  # (e) where FlexAttention cannot compile or run: the other figures still come
+            if name != "e_one_pass_flex":
+                raise
+            traceback.print_exc()
+            figures["e_left_out"] = f"{type(error).__name__}: {error}"[:2000]
+            del methods[name]
+            continue
         peaks[name] = (memory.rss_mb, memory.cuda_mb)
     methods["c_shared"] = (methods["c_shared"][0], total, *shared_work(groups, scorer.kept_opening))
     size = 8192 if device.type == "cuda" else 2048
@@ -305,6 +337,23 @@ def main():
     figures["d_fraction_of_matmul_rate"] = methods["d_one_pass"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
     _, c_tokens, c_pairs = methods_work["c_shared"]
     figures["d_computed_work_over_c"] = model_flops(model, *dense_work(groups)) / model_flops(model, c_tokens, c_pairs)
+    if "e_one_pass_flex" in methods:
+        e_scores = results["e_one_pass_flex"]
+        figures["max_abs_diff_e_vs_a"] = max(
+            (x - y).abs().max().item() for x, y in zip(a_scores, e_scores, strict=True)
+        )
+        figures["speedup_e_over_d"] = (
+            methods["e_one_pass_flex"]["candidates_per_s"] / methods["d_one_pass"]["candidates_per_s"]
+        )
+        figures["e_fraction_of_matmul_rate"] = (
+            methods["e_one_pass_flex"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
+        )
+        area = flex_area(groups, scorer.pad_id)
+        figures["e_attention_area_computed"] = area
+        tokens, pairs = dense_work(groups)
+        figures["e_computed_work_over_c"] = model_flops(model, tokens, round(pairs * area)) / model_flops(
+            model, c_tokens, c_pairs
+        )
     figures["speedup_c_over_a"] = methods["c_shared"]["candidates_per_s"] / methods["a_full"]["candidates_per_s"]
     figures["speedup_c_over_b"] = methods["c_shared"]["candidates_per_s"] / methods["b_padded"]["candidates_per_s"]
     figures["c_fraction_of_matmul_rate"] = methods["c_shared"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
@@ -315,10 +364,10 @@ def main():
         f"fastest of {args.rounds} rounds; (a) in batches of {full_batch} "
         f"(tried: {', '.join(f'{k}: {v:.2f} cand/s' for k, v in tried.items())})"
     )
-    print(f"{'method':<10} {'cand/s':>9} {'tokens/s':>10} {'GFLOP/s':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13}")
+    print(f"{'method':<15} {'cand/s':>9} {'tokens/s':>10} {'GFLOP/s':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13}")
     for name, row in methods.items():
         print(
-            f"{name:<10} {row['candidates_per_s']:>9.2f} {row['tokens_per_s']:>10.0f} {row['gflops_per_s']:>9.1f} "
+            f"{name:<15} {row['candidates_per_s']:>9.2f} {row['tokens_per_s']:>10.0f} {row['gflops_per_s']:>9.1f} "
             f"{row['peak_rss_mb']:>12.0f} {row['peak_cuda_mb']:>13.0f}"
         )
     print(f"matmul {size}x{size}: {figures['matmul_gflops_per_s']:.1f} GFLOP/s")
@@ -332,6 +381,14 @@ def main():
         f"of the matmul rate   max |d - a| = {figures['max_abs_diff_d_vs_a']:.2e}   (d) computes "
         f"{figures['d_computed_work_over_c']:.2f}x (c)'s arithmetic (padding and masked pairs included)"
     )
+    if "e_one_pass_flex" in methods:
+        print(
+            f"(e) vs (d): {figures['speedup_e_over_d']:.2f}x   "
+            f"(e) at {100 * figures['e_fraction_of_matmul_rate']:.0f}% of the matmul rate   "
+            f"max |e - a| = {figures['max_abs_diff_e_vs_a']:.2e}   (e) scores "
+            f"{100 * figures['e_attention_area_computed']:.0f}% of the dense mask's width², computing "
+            f"{figures['e_computed_work_over_c']:.2f}x (c)'s arithmetic"
+        )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))
     if args.profile:

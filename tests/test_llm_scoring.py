@@ -85,19 +85,24 @@ def test_prompt_longer_than_the_context_window(tiny_lm):
         scorer.score("word " * 2050, CANDIDATES[:1])
 
 
+def several_users(tokenizer):
+    """(prefix ids, candidate suffix ids) of four users: prefixes of three lengths, 5, 2, 0 and 1 candidates."""
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    return [
+        (encode(PREFIX), [encode(text) for text in CANDIDATES]),
+        (encode("[Preference Summary] short\n"), [encode(text) for text in CANDIDATES[1:3]]),
+        (encode("no candidates for this user\n"), []),
+        (encode(PREFIX + PREFIX), [encode(CANDIDATES[4])]),
+    ]
+
+
 @pytest.mark.parametrize("path", ["shared-prefix-attention", "masked", "one-pass"])
 def test_several_users_in_one_batch_equal_one_at_a_time(tiny_lm, path):
     model, tokenizer = tiny_lm
     scorer = YesNoScorer(model, tokenizer, one_pass=path == "one-pass")
     assert scorer.shared_prefix_attention  # a Llama goes through transformers' attention interface
     scorer.shared_prefix_attention = path != "masked"
-    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    requests = [
-        (encode(PREFIX), [encode(text) for text in CANDIDATES]),
-        (encode("[Preference Summary] short\n"), [encode(text) for text in CANDIDATES[1:3]]),
-        (encode("no candidates for this user\n"), []),
-        (encode(PREFIX + PREFIX), [encode(CANDIDATES[4])]),
-    ]
+    requests = several_users(tokenizer)
     batched = scorer.score_batch(requests)
     for (prefix, suffixes), scores in zip(requests, batched, strict=True):
         alone = scorer.score_full_prompts([prefix + suffix for suffix in suffixes]) if suffixes else torch.empty(0)
@@ -135,6 +140,30 @@ def test_a_scoring_step_runs_each_layer_once_in_one_pass(tiny_lm, one_pass):
     scorer.score_batch(requests)
     hook.remove()
     assert len(calls) == (1 if one_pass else 3)
+
+
+@pytest.mark.parametrize("heads", [(4, 2), (3, 1)], ids=["grouped-heads", "repeated-heads"])
+def test_flex_attention_scores_as_the_dense_mask(tiny_lm, heads):
+    """one_pass_attention: flex runs the one pass through FlexAttention with a block mask (for a GPU); its scores are
+    those of the dense mask and of whole prompts. The users' rows differ in width, and one shape comes again. With
+    3 query heads (not a power of two, as SmolLM2's 9), transformers repeats the key heads instead of grouping."""
+    from recbole_trsr.llm.random_models import TINY_LLAMA, random_causal_lm
+
+    _, tokenizer = tiny_lm
+    shape = {**TINY_LLAMA, "hidden_size": 16 * heads[0], "num_attention_heads": heads[0]}
+    model = random_causal_lm({**shape, "num_key_value_heads": heads[1]}, vocab_size=len(tokenizer))
+    requests = several_users(tokenizer)
+    dense = YesNoScorer(model, tokenizer, one_pass=True)
+    flex = YesNoScorer(model, tokenizer, one_pass=True, one_pass_attention="flex")
+    for batch in (requests, requests[:2], requests[1:], requests):
+        expected = torch.cat(dense.score_batch(batch))
+        got = torch.cat(flex.score_batch(batch))
+        assert (got - expected).abs().max().item() <= 1e-5
+    alone = flex.score_full_prompts([requests[0][0] + suffix for suffix in requests[0][1]])
+    assert (flex.score_batch(requests[:1])[0] - alone).abs().max().item() <= 1e-4
+    assert model.config._attn_implementation == "sdpa"  # the model's own attention is back
+    with pytest.raises(UserInputError, match="one_pass_attention must be mask or flex, not 'dense'"):
+        YesNoScorer(model, tokenizer, one_pass_attention="dense")
 
 
 def test_a_training_pass_runs_each_layer_once_for_all_its_users(tiny_lm):

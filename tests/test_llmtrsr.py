@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recbole_trsr.runner import run_comparison
@@ -318,6 +319,74 @@ def test_scoring_in_one_pass_gives_the_scores_of_the_shared_prefix(capsys, tiny_
     error = capsys.readouterr().err
     assert "score_pass must be shared_prefix or one_pass, not 'both'" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_flex_attention_is_refused_where_it_cannot_train(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from tests.conftest import as_arguments
+
+    for value, message in (
+        ("dense", "one_pass_attention must be mask or flex, not 'dense'"),
+        ("flex", "one_pass_attention: flex needs a CUDA device, not cpu: PyTorch's FlexAttention cannot train on it"),
+    ):
+        capsys.readouterr()
+        arguments = as_arguments({**tiny_llm_overrides, "llm_device": "cpu", "one_pass_attention": value})
+        assert main(["--model=LLMTRSR", "--dataset=tiny", *arguments]) == 2
+        error = capsys.readouterr().err
+        assert message in error
+        assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager-layers", "compiled-layers"])
+def test_flex_attention_trains_as_the_dense_mask_on_a_gpu(tiny_llm_overrides, compiled):
+    """one_pass_attention: flex gives the dense mask's loss and LoRA gradients (float32, no dropout), and repeats them
+    exactly under reproducibility's deterministic kernels, with gradient checkpointing too; with compile_layers,
+    FlexAttention compiles inside each layer's graph (on a CPU, inductor's C++ code for that fails to build: torch
+    2.13)."""
+    from recbole.data import create_dataset, data_preparation
+    from transformers import AttentionInterface
+
+    from recbole_trsr.runner import build_config
+    from recbole_trsr.seeding import seed_everything
+
+    flex_attention, flex_calls = AttentionInterface._global_mapping["flex_attention"], []
+
+    def counted_flex_attention(*args, **kwargs):  # traced once by a compiled layer: at least one call either way
+        flex_calls.append(1)
+        return flex_attention(*args, **kwargs)
+
+    overrides = {**tiny_llm_overrides, "llm_dtype": "float32", "lora_dropout": "0.0", "llm_device": "cuda"}
+    overrides["compile_layers"] = str(compiled)
+    config = build_config("LLMTRSR", "tiny", overrides={**overrides, "one_pass_attention": "flex"})
+    seed_everything(config)  # reproducibility, as RecBole's default, on CUDA: the deterministic kernels
+    AttentionInterface._global_mapping["flex_attention"] = counted_flex_attention
+    try:
+        assert torch.are_deterministic_algorithms_enabled()
+        train_data, _, _ = data_preparation(config, create_dataset(config))
+        model = config.model_class(config, train_data._dataset).to("cuda")
+        batch = next(iter(train_data)).to("cuda")
+
+        def loss_and_gradient():
+            model.train().zero_grad()
+            loss = model.calculate_loss(batch)
+            loss.backward()
+            return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+        flex = [loss_and_gradient() for _ in range(2)]
+        assert flex_calls  # the one pass did attend through FlexAttention
+        model.llm.gradient_checkpointing_enable()
+        flex.append(loss_and_gradient())
+        model.llm.gradient_checkpointing_disable()
+        model.scorer.one_pass_attention = "mask"
+        dense_loss, dense_gradient = loss_and_gradient()
+    finally:
+        AttentionInterface._global_mapping["flex_attention"] = flex_attention
+        torch.use_deterministic_algorithms(False)
+    assert flex[0][0] == flex[1][0] and torch.equal(flex[0][1], flex[1][1])
+    for loss, gradient in (flex[0], flex[2]):
+        assert abs(loss - dense_loss) < 1e-5
+        assert torch.allclose(gradient, dense_gradient, atol=1e-5)
 
 
 def test_compiled_layers_train_and_score_as_the_eager_ones(tiny_llm_overrides):

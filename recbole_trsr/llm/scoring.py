@@ -81,18 +81,88 @@ def pad(sequences, pad_id: int, device):
     return tokens, lengths, mask.long()
 
 
-def segment_mask(parts: list[list[int]], device) -> torch.Tensor:
-    """(rows, width, width): which tokens each token of a row attends to, from each token's part in the row.
+ONE_PASS_ATTENTION = ("mask", "flex")  # how the one pass attends: see one_pass_answer_states
+
+
+def segment_attends(query_part, key_part, query, key):
+    """Whether the token at ``query`` (of ``query_part``) attends to the one at ``key`` (of ``key_part``), elementwise.
 
     Part 0 (a prefix) is read by every later token of its row; a part k > 0 (a candidate) only by its own later
-    tokens; -1 is padding, which sees itself alone (never a row of -inf, never NaN). Made on the device in a few
-    operations whatever the rows, not a copy per candidate."""
+    tokens; -1 is padding, read by nothing but itself, which reads the prefix and itself (never a row of -inf, never
+    NaN)."""
+    causal_read = (query >= key) & (key_part >= 0) & ((key_part == 0) | (key_part == query_part))
+    return causal_read | ((query == key) & (query_part < 0))
+
+
+def segment_mask(parts: list[list[int]], device) -> torch.Tensor:
+    """(rows, width, width): which tokens each token of a row attends to (``segment_attends``), from each token's
+    part in the row. Made on the device in a few operations whatever the rows, not a copy per candidate."""
     part = torch.tensor(parts, device=device)
-    query, key = part[:, :, None], part[:, None, :]
-    width = part.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
-    return allowed | (torch.eye(width, dtype=torch.bool, device=device) & (query < 0))
+    place = torch.arange(part.shape[1], device=device)
+    return segment_attends(part[:, :, None], part[:, None, :], place[:, None], place[None, :])
+
+
+def segment_block_mask(parts: list[list[int]], device):
+    """``segment_mask`` as FlexAttention's BlockMask (``one_pass_attention: flex``): the same tokens attend, and the
+    kernel skips every block of 128 x 128 that the mask hides wholly: above the diagonal, and in scoring (21
+    candidates a row) most blocks where one candidate would read another."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    part = torch.tensor(parts, device=device)
+    rows, width = part.shape
+    return create_block_mask(
+        lambda row, head, query, key: segment_attends(part[row, query], part[row, key], query, key),
+        rows,
+        None,
+        width,
+        width,
+        device=device,
+    )
+
+
+def check_flex_attention(model, device) -> None:
+    """``one_pass_attention: flex`` needs torch's FlexAttention, a model whose attention transformers runs through it,
+    and CUDA: FlexAttention has no backward on a CPU, and the one pass is training's forward."""
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        raise UserInputError(f"one_pass_attention: flex needs torch 2.5 or later, not {torch.__version__}") from None
+    if torch.device(device).type != "cuda":
+        raise UserInputError(
+            f"one_pass_attention: flex needs a CUDA device, not {device}: PyTorch's FlexAttention cannot train on it"
+        )
+    if model is None:
+        return
+    if not getattr(model, "_supports_flex_attn", False):
+        raise UserInputError(f"one_pass_attention: flex: transformers has no FlexAttention for {type(model).__name__}")
+    if getattr(model.config, "attention_dropout", 0.0):
+        raise UserInputError(
+            f"one_pass_attention: flex: the model's attention_dropout is {model.config.attention_dropout}, and "
+            "transformers' FlexAttention takes none; use one_pass_attention: mask"
+        )
+
+
+def one_pass_rows(prefixes: list[list[int]], suffix_lists, pad_id: int):
+    """The one pass's rows (``YesNoScorer.one_pass_answer_states``): each example's prefix then its suffixes,
+    right-padded to one width. Token ids, positions (each suffix goes on from its prefix's end), parts (0 prefix, k
+    the k-th suffix, -1 padding) and the (row, column) of every suffix's answer, in order."""
+    tokens, positions, parts, answers = [], [], [], []
+    for row, (prefix, suffixes) in enumerate(zip(prefixes, suffix_lists, strict=True)):
+        tokens.append(list(prefix))
+        positions.append(list(range(len(prefix))))
+        parts.append([0] * len(prefix))
+        for part, suffix in enumerate(suffixes, start=1):
+            tokens[row] += suffix
+            positions[row] += range(len(prefix), len(prefix) + len(suffix))
+            parts[row] += [part] * len(suffix)
+            answers.append((row, len(tokens[row]) - 1))
+    width = max(map(len, tokens))
+    for row_tokens, row_positions, row_parts in zip(tokens, positions, parts, strict=True):
+        padding = width - len(row_tokens)
+        row_tokens += [pad_id] * padding
+        row_positions += [0] * padding
+        row_parts += [-1] * padding
+    return tokens, positions, parts, answers
 
 
 def common_opening(prefixes: list[list[int]]) -> int:
@@ -149,10 +219,19 @@ class YesNoScorer:
         suffixes_per_row: int = 7,
         leading_space=None,
         one_pass: bool = False,
+        one_pass_attention: str = "mask",
     ):
         self.model = model
         self.suffixes_per_row = suffixes_per_row
         self.one_pass = one_pass  # scoring as training runs: see one_pass_answer_states
+        if one_pass_attention not in ONE_PASS_ATTENTION:
+            raise UserInputError(f"one_pass_attention must be mask or flex, not {one_pass_attention!r}")
+        if one_pass_attention == "flex":
+            # transformers' compiled FlexAttention compiles anew for a new count of blocks, of rows (1, then any) and,
+            # as dynamo guards on it, for gradients on or off: 5 graphs for scoring alone on a CPU. Past torch's limit
+            # of 8 a function it would fall back to FlexAttention's slow unfused form.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.one_pass_attention = one_pass_attention
         self.layers_compiled = False
         self.tokenizer = tokenizer
         self.verbalizer = resolve_verbalizer(tokenizer, yes, no, leading_space)
@@ -321,42 +400,33 @@ class YesNoScorer:
         training's forward, and scoring's with ``one_pass``.
 
         Each example is one row, its prefix then its suffixes, right-padded. A prefix token attends causally within
-        the prefix, a suffix token to the prefix and causally within itself: one mask, the model's own attention.
+        the prefix, a suffix token to the prefix and causally within itself: one mask, the model's own attention (or,
+        with ``one_pass_attention: flex``, FlexAttention with the mask's block form, which skips the blocks it hides).
         The linear layers' arithmetic is that of the three passes but for the opening, now run once per example
         (8 to 9 % more tokens a row on ``amazon``, padding included). Every layer runs once forward and once
         backward instead of three times: a small model's training pass on a GPU cost nearly the same whatever its
         size (RESULTS.md, 2026-11-27), the time of launching each layer's operators, and with LoRA a 30-layer model
         dispatches about 330 operators a layer per pass (benchmarks/host_operators.py).
 
-        Scoring this way dispatches 2,735 operators a step against 8,301 for ``answer_states`` (30 layers with
+        Scoring this way dispatches 2,737 operators a step against 8,301 for ``answer_states`` (30 layers with
         LoRA, 64 users of 21 candidates), but attends densely: every token of a row against the row's whole width
         under the mask, 1.38x the arithmetic of the shared prefix on ``amazon``-like prompts. On 2 CPU cores, bound
         by their arithmetic, it scored 0.73x the candidates/s of ``answer_states`` (RESULTS.md, 2026-11-28); a GPU
         that waits on its host may not be bound so.
         """
-        tokens, positions, parts, answers = [], [], [], []  # parts: 0 prefix, k the k-th suffix, -1 padding
-        for row, (prefix, suffixes) in enumerate(zip(prefixes, suffix_lists, strict=True)):
-            tokens.append(list(prefix))
-            positions.append(list(range(len(prefix))))
-            parts.append([0] * len(prefix))
-            for part, suffix in enumerate(suffixes, start=1):
-                tokens[row] += suffix
-                positions[row] += range(len(prefix), len(prefix) + len(suffix))
-                parts[row] += [part] * len(suffix)
-                answers.append((row, len(tokens[row]) - 1))
-        width = max(map(len, tokens))
-        for row_tokens, row_positions, row_parts in zip(tokens, positions, parts, strict=True):
-            padding = width - len(row_tokens)
-            row_tokens += [self.pad_id] * padding
-            row_positions += [0] * padding
-            row_parts += [-1] * padding
-        device = self.device
-        hidden = self.backbone()(
-            input_ids=torch.tensor(tokens, device=device),
-            attention_mask=segment_mask(parts, device)[:, None],
-            position_ids=torch.tensor(positions, device=device),
-            use_cache=False,
-        ).last_hidden_state
+        tokens, positions, parts, answers = one_pass_rows(prefixes, suffix_lists, self.pad_id)
+        device, backbone = self.device, self.backbone()
+        if self.one_pass_attention == "flex":
+            mask, attention = segment_block_mask(parts, device), "flex_attention"
+        else:
+            mask, attention = segment_mask(parts, device)[:, None], backbone.config._attn_implementation
+        with attention_implementation(backbone.config, attention):
+            hidden = backbone(
+                input_ids=torch.tensor(tokens, device=device),
+                attention_mask=mask,
+                position_ids=torch.tensor(positions, device=device),
+                use_cache=False,
+            ).last_hidden_state
         return hidden[[row for row, _ in answers], [column for _, column in answers]]
 
     def pack(self, rows, prefix_lengths):

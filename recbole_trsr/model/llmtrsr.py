@@ -24,7 +24,7 @@ from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size,
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
-from recbole_trsr.llm.scoring import YesNoScorer, check_layers_compile, pad
+from recbole_trsr.llm.scoring import ONE_PASS_ATTENTION, YesNoScorer, check_flex_attention, check_layers_compile, pad
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -49,6 +49,16 @@ def score_in_one_pass(config) -> bool:
     if value not in ("shared_prefix", "one_pass"):
         raise UserInputError(f"score_pass must be shared_prefix or one_pass, not {value!r}")
     return value == "one_pass"
+
+
+def one_pass_attention(config, model=None) -> str:
+    """``one_pass_attention``: mask (the model's attention with a dense mask) or flex (FlexAttention, CUDA only)."""
+    value = config["one_pass_attention"]
+    if value not in ONE_PASS_ATTENTION:
+        raise UserInputError(f"one_pass_attention must be mask or flex, not {value!r}")
+    if value == "flex":
+        check_flex_attention(model, LLMSpec.from_config(config).resolved_device())
+    return value
 
 
 def lora_config(config):
@@ -79,6 +89,7 @@ class LLMTRSR(SequentialRecommender):
         prompt_prefetch(config, "cpu")
         eval_batch_size(config["eval_batch_size"], 21, "cpu")  # auto is resolved by now; a given value is checked
         score_in_one_pass(config)
+        one_pass_attention(config)
         if config["compile_layers"]:
             check_layers_compile()
         check_source(LLMSpec.from_config(config))
@@ -125,6 +136,7 @@ class LLMTRSR(SequentialRecommender):
             suffixes_per_row=config["score_suffixes_per_row"],
             leading_space=None if space in (None, "auto") else bool(space),
             one_pass=score_in_one_pass(config),
+            one_pass_attention=one_pass_attention(config, base),
         )
         if config["compile_layers"]:
             self.scorer.compile_layers()
