@@ -167,6 +167,11 @@ def dense_work(groups) -> tuple[int, int]:
     return tokens, pairs
 
 
+def largest_gap(expected, scores) -> float:
+    """The largest absolute difference between two methods' scores of the same users."""
+    return max((x - y).abs().max().item() for x, y in zip(expected, scores, strict=True))
+
+
 def flex_area(groups, pad_id: int) -> float:
     """The share of (d)'s attention scores that FlexAttention computes: the area of the blocks its block mask keeps
     (each 128 x 128 block it does not skip, whole) over each step's rows x width²."""
@@ -306,14 +311,21 @@ def main():
             continue
         peaks[name] = (memory.rss_mb, memory.cuda_mb)
     methods["c_shared"] = (methods["c_shared"][0], total, *shared_work(groups, scorer.kept_opening))
+    # Printed as they come, not only at the end: a GPU session's time box may cut the run (one did, 2026-11-27).
+    gaps = {name: largest_gap(results["a_full"], scores) for name, scores in results.items() if name[0] in "cde"}
+    print("max |method - a| on the untimed runs: " + "   ".join(f"{name} {gap:.2e}" for name, gap in gaps.items()))
     size = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     timings = {name: [] for name in [*methods, "matmul"]}
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):
         for name, (function, *_) in methods.items():
             timings[name].append(seconds_of(function, device))
         a @ b  # warm-up
         timings["matmul"].append(min(seconds_of(lambda: a @ b, device) for _ in range(5)))
+        rates = "   ".join(
+            f"{name} {candidates / min(timings[name]):.2f}" for name, (_, candidates, *_) in methods.items()
+        )
+        print(f"candidates/s, fastest of {round_index + 1} round(s): {rates}", flush=True)
 
     figures["matmul_gflops_per_s"] = 2 * size**3 / min(timings["matmul"]) / 1e9
     figures["methods"] = {}
@@ -331,17 +343,15 @@ def main():
         }
     methods = figures["methods"]
     a_scores, c_scores, d_scores = results["a_full"], results["c_shared"], results["d_one_pass"]
-    figures["max_abs_diff_c_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a_scores, c_scores, strict=True))
-    figures["max_abs_diff_d_vs_a"] = max((x - y).abs().max().item() for x, y in zip(a_scores, d_scores, strict=True))
+    figures["max_abs_diff_c_vs_a"] = largest_gap(a_scores, c_scores)
+    figures["max_abs_diff_d_vs_a"] = largest_gap(a_scores, d_scores)
     figures["speedup_d_over_c"] = methods["d_one_pass"]["candidates_per_s"] / methods["c_shared"]["candidates_per_s"]
     figures["d_fraction_of_matmul_rate"] = methods["d_one_pass"]["gflops_per_s"] / figures["matmul_gflops_per_s"]
     _, c_tokens, c_pairs = methods_work["c_shared"]
     figures["d_computed_work_over_c"] = model_flops(model, *dense_work(groups)) / model_flops(model, c_tokens, c_pairs)
     if "e_one_pass_flex" in methods:
         e_scores = results["e_one_pass_flex"]
-        figures["max_abs_diff_e_vs_a"] = max(
-            (x - y).abs().max().item() for x, y in zip(a_scores, e_scores, strict=True)
-        )
+        figures["max_abs_diff_e_vs_a"] = largest_gap(a_scores, e_scores)
         figures["speedup_e_over_d"] = (
             methods["e_one_pass_flex"]["candidates_per_s"] / methods["d_one_pass"]["candidates_per_s"]
         )

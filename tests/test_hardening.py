@@ -89,6 +89,36 @@ def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8
     assert "Please file an issue" not in error
 
 
+@pytest.mark.parametrize(
+    ("where", "fragment"),
+    [
+        ("summaries", "in a batch of 16 summary prompts; lower summary_batch_size (now 16)"),
+        ("training", "in a training pass of 4 rows from 1 prompt prefix(es); lower train_examples_per_pass (now 1)"),
+        ("scoring", "in a scoring step of 12 users (252 candidates); lower eval_batch_size (now 256)"),
+    ],
+)
+def test_running_out_of_device_memory_names_the_setting_to_lower(
+    capsys, tiny_llm_overrides, monkeypatch, where, fragment
+):
+    """auto batch sizes assume a large GPU's memory; on a smaller one the run ends in one line, not a traceback."""
+    from transformers import GenerationMixin
+
+    from recbole_trsr.llm.scoring import YesNoScorer
+    from recbole_trsr.model.llmtrsr import LLMTRSR
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    owner, name = {
+        "summaries": (GenerationMixin, "generate"),
+        "training": (LLMTRSR, "training_loss"),
+        "scoring": (YesNoScorer, "score_batch"),
+    }[where]
+    monkeypatch.setattr(owner, name, out_of_memory)
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "epochs": "1"}, model="LLMTRSR")
+    assert_one_line_error(code, error, "the device ran out of memory " + fragment)
+
+
 def test_a_crafted_checkpoint_runs_nothing(tmp_path, tiny_overrides):  # 17
     from recbole_trsr.model.retriever import load_retriever
     from recbole_trsr.runner import build_config

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.memory import device_memory_for
 
 
 @dataclass
@@ -96,7 +97,10 @@ def generate(
         padded = tokenizer.pad(
             {"input_ids": [encoded[index] for index in batch]}, padding_side="left", return_tensors="pt"
         ).to(device)
-        output = model.generate(**padded, generation_config=generation_config)
+        with device_memory_for(
+            f"a batch of {len(batch)} summary prompts", f"lower summary_batch_size (now {settings.batch_size})"
+        ):
+            output = model.generate(**padded, generation_config=generation_config)
         new = output[:, padded["input_ids"].shape[1] :]
         for row, index in enumerate(batch):
             tokens = new[row].tolist()

@@ -25,6 +25,7 @@ from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import ONE_PASS_ATTENTION, YesNoScorer, check_flex_attention, check_layers_compile, pad
+from recbole_trsr.memory import device_memory_for
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -105,6 +106,7 @@ class LLMTRSR(SequentialRecommender):
             self.retriever = load_retriever(config, dataset)
             self.rerank_top_m = config["rerank_top_m"]
         self.label_field = config["LABEL_FIELD"]
+        self.eval_rows = config["eval_batch_size"]  # candidates a scoring step, named when one runs out of memory
         self.loss_scope = config["loss_scope"]
         if self.loss_scope not in ("answer", "prompt"):
             raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
@@ -304,9 +306,16 @@ class LLMTRSR(SequentialRecommender):
     def predict(self, interaction):
         requests, places = self.requests(interaction)
         scores = torch.empty(len(interaction), device=self.device)
-        for rows, result in zip(places, self.scorer.score_batch(requests), strict=True):
+        results = self.scored(requests, len(interaction), f"lower eval_batch_size (now {self.eval_rows})")
+        for rows, result in zip(places, results, strict=True):
             scores[rows] = result.to(self.device)
         return scores
+
+    def scored(self, requests, candidates: int, lower: str) -> list[torch.Tensor]:
+        """``YesNoScorer.score_batch``; running out of device memory ends the run in one line that says what to
+        ``lower``."""
+        with device_memory_for(f"a scoring step of {len(requests)} users ({candidates} candidates)", lower):
+            return self.scorer.score_batch(requests)
 
     def full_sort_predict(self, interaction):
         """The retriever ranks every item; its top ``rerank_top_m`` are reordered by P(yes), above the rest.
@@ -319,6 +328,7 @@ class LLMTRSR(SequentialRecommender):
         users = interaction[self.USER_ID].tolist()
         ends = interaction[HISTORY_END].long().tolist()
         requests = self.build_requests(list(zip(users, ends, top.tolist(), strict=True)))
-        reranked = torch.stack(self.scorer.score_batch(requests)).to(scores.device)
+        lower = f"lower eval_batch_size (now {self.eval_rows}) or rerank_top_m (now {self.rerank_top_m})"
+        reranked = torch.stack(self.scored(requests, top.numel(), lower)).to(scores.device)
         ceiling = scores.max(dim=1, keepdim=True).values + 1.0
         return scores.scatter(1, top, ceiling + reranked)

@@ -26,6 +26,7 @@ from recbole_trsr.distributed_trainer import instance_attribute, loader_yielding
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.llm.device_batches import train_examples_per_pass
+from recbole_trsr.memory import device_memory_for
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.model.prompt_prefetch import PromptsAhead, prefetched, prompt_prefetch
 from recbole_trsr.progress import ProgressLog
@@ -249,6 +250,15 @@ class LLMTRSRTrainer(Trainer):
         upcoming = next(batches, None)
         return upcoming, (ahead.start(prepare, upcoming[1]) if upcoming is not None else None)
 
+    def pass_memory(self, part):
+        """A training pass that runs out of device memory ends the run in one line naming the settings to lower."""
+        examples = len(set(zip(part[self.model.USER_ID].tolist(), part[HISTORY_END].tolist(), strict=True)))
+        per_pass, batch = self.examples_per_pass or "~, a whole batch", self.config["train_batch_size"]
+        return device_memory_for(
+            f"a training pass of {len(part)} rows from {examples} prompt prefix(es)",
+            f"lower train_examples_per_pass (now {per_pass}) or train_batch_size (now {batch})",
+        )
+
     @contextlib.contextmanager
     def gradient_average(self, now: bool = True):
         """One process: nothing to average (SplitAcrossRanks averages over ranks); yields a term for the loss."""
@@ -290,7 +300,7 @@ class LLMTRSRTrainer(Trainer):
                 step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
                 for index, (part, share, prompts) in enumerate(parts):
                     last = index == len(parts) - 1
-                    with self.gradient_average(now=step_now and last) as touch_all:
+                    with self.gradient_average(now=step_now and last) as touch_all, self.pass_memory(part):
                         part = part.to(self.device)
                         loss = self.model.calculate_loss(part, prompts) if loss_func is None else loss_func(part)
                         self._check_nan(loss)
