@@ -93,7 +93,10 @@ def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8
     ("where", "fragment"),
     [
         ("summaries", "in a batch of 16 summary prompts; lower summary_batch_size (now 16)"),
-        ("training", "in a training pass of 4 rows from 1 prompt prefix(es); lower train_examples_per_pass (now 1)"),
+        (
+            "training",
+            "in a training pass of 4 rows; lower train_examples_per_pass (now 1) or train_batch_size (now 16)",
+        ),
         ("scoring", "in a scoring step of 12 users (252 candidates); lower eval_batch_size (now 256)"),
     ],
 )

@@ -120,6 +120,13 @@ def segment_block_mask(parts: list[list[int]], device):
     )
 
 
+def check_one_pass_attention(value) -> str:
+    """``one_pass_attention`` if it is one of ``ONE_PASS_ATTENTION``."""
+    if value not in ONE_PASS_ATTENTION:
+        raise UserInputError(f"one_pass_attention must be mask or flex, not {value!r}")
+    return value
+
+
 def check_flex_attention(model, device) -> None:
     """``one_pass_attention: flex`` needs torch's FlexAttention, a model whose attention transformers runs through it,
     and CUDA: FlexAttention has no backward on a CPU, and the one pass is training's forward."""
@@ -224,9 +231,7 @@ class YesNoScorer:
         self.model = model
         self.suffixes_per_row = suffixes_per_row
         self.one_pass = one_pass  # scoring as training runs: see one_pass_answer_states
-        if one_pass_attention not in ONE_PASS_ATTENTION:
-            raise UserInputError(f"one_pass_attention must be mask or flex, not {one_pass_attention!r}")
-        if one_pass_attention == "flex":
+        if check_one_pass_attention(one_pass_attention) == "flex":
             # transformers' compiled FlexAttention compiles anew for a new count of blocks, of rows (1, then any) and,
             # as dynamo guards on it, for gradients on or off: 5 graphs for scoring alone on a CPU. Past torch's limit
             # of 8 a function it would fall back to FlexAttention's slow unfused form.

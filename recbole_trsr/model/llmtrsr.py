@@ -24,7 +24,13 @@ from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size,
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
-from recbole_trsr.llm.scoring import ONE_PASS_ATTENTION, YesNoScorer, check_flex_attention, check_layers_compile, pad
+from recbole_trsr.llm.scoring import (
+    YesNoScorer,
+    check_flex_attention,
+    check_layers_compile,
+    check_one_pass_attention,
+    pad,
+)
 from recbole_trsr.memory import device_memory_for
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
@@ -54,9 +60,7 @@ def score_in_one_pass(config) -> bool:
 
 def one_pass_attention(config, model=None) -> str:
     """``one_pass_attention``: mask (the model's attention with a dense mask) or flex (FlexAttention, CUDA only)."""
-    value = config["one_pass_attention"]
-    if value not in ONE_PASS_ATTENTION:
-        raise UserInputError(f"one_pass_attention must be mask or flex, not {value!r}")
+    value = check_one_pass_attention(config["one_pass_attention"])
     if value == "flex":
         check_flex_attention(model, LLMSpec.from_config(config).resolved_device())
     return value

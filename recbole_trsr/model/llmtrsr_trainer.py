@@ -252,10 +252,9 @@ class LLMTRSRTrainer(Trainer):
 
     def pass_memory(self, part):
         """A training pass that runs out of device memory ends the run in one line naming the settings to lower."""
-        examples = len(set(zip(part[self.model.USER_ID].tolist(), part[HISTORY_END].tolist(), strict=True)))
         per_pass, batch = self.examples_per_pass or "~, a whole batch", self.config["train_batch_size"]
         return device_memory_for(
-            f"a training pass of {len(part)} rows from {examples} prompt prefix(es)",
+            f"a training pass of {len(part)} rows",
             f"lower train_examples_per_pass (now {per_pass}) or train_batch_size (now {batch})",
         )
 
