@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import resource
 
 import torch
-
-from recbole_trsr.errors import UserInputError
 
 CLEAR_REFS = "/proc/self/clear_refs"
 STATUS = "/proc/self/status"
@@ -84,15 +81,3 @@ def high_water_mark_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@contextlib.contextmanager
-def device_memory_for(work: str, advice: str):
-    """The device's out-of-memory error during ``work`` as one line that says which setting to lower (``advice``).
-
-    The batch sizes that ``auto`` picks on a GPU assume its memory; a smaller GPU, or longer prompts, may not hold
-    them. What the run finished stays: summaries in their store, training at its last save point."""
-    try:
-        yield
-    except torch.OutOfMemoryError:
-        raise UserInputError(f"the device ran out of memory in {work}; {advice}") from None

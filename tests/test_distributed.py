@@ -185,11 +185,11 @@ def llmtrsr_trained_as_rank(config_overrides: dict, interrupt_at: int, local_ran
         interrupted, train_data, valid_data = prepared({})
         calls, original = {"count": 0}, interrupted.passes
 
-        def killed_in_the_second_epoch(interaction):
+        def killed_in_the_second_epoch(interaction, size):
             calls["count"] += 1
             if calls["count"] == interrupt_at:
                 raise KeyboardInterrupt
-            return original(interaction)
+            return original(interaction, size)
 
         interrupted.passes = killed_in_the_second_epoch
         try:

@@ -90,20 +90,39 @@ def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8
 
 
 @pytest.mark.parametrize(
-    ("where", "fragment"),
+    ("where", "given", "fragment"),
     [
-        ("summaries", "in a batch of 16 summary prompts; lower summary_batch_size (now 16)"),
+        (
+            "summaries",
+            {"summary_batch_size": "16"},
+            "in a batch of 16 summary prompts; lower summary_batch_size (now 16)",
+        ),
+        ("summaries", {}, "in a batch of 1 summary prompt; lower summary_max_new_tokens (now 4) or item_max_tokens"),
         (
             "training",
-            "in a training pass of 4 rows; lower train_examples_per_pass (now 1) or train_batch_size (now 16)",
+            {"train_examples_per_pass": "2"},
+            "in a training pass of 8 rows; lower train_examples_per_pass (now 2) or train_batch_size (now 16)",
         ),
-        ("scoring", "in a scoring step of 12 users (252 candidates); lower eval_batch_size (now 256)"),
+        (
+            "training",
+            {},
+            "in a training pass of 4 rows; one example at a time does not fit: set gradient_checkpointing to True, "
+            "or shorten the prompts (max_prompt_tokens, summary_max_tokens, recent_max_tokens)",
+        ),
+        ("scoring", {}, "in a scoring step of 12 users (252 candidates); lower eval_batch_size (now 256)"),
+        (
+            "scoring",
+            {"eval_batch_size": "auto"},
+            "in a scoring step of 1 user (21 candidates); one user at a time does not fit: shorten the prompts "
+            "(max_prompt_tokens, summary_max_tokens, recent_max_tokens)",
+        ),
     ],
 )
 def test_running_out_of_device_memory_names_the_setting_to_lower(
-    capsys, tiny_llm_overrides, monkeypatch, where, fragment
+    capsys, tiny_llm_overrides, monkeypatch, where, given, fragment
 ):
-    """auto batch sizes assume a large GPU's memory; on a smaller one the run ends in one line, not a traceback."""
+    """A size the user gave, or auto down to one item, ends the run in one line when the device runs out of memory,
+    not in a traceback; auto halves first (test_memory_halving)."""
     from transformers import GenerationMixin
 
     from recbole_trsr.llm.scoring import YesNoScorer
@@ -118,7 +137,9 @@ def test_running_out_of_device_memory_names_the_setting_to_lower(
         "scoring": (YesNoScorer, "score_batch"),
     }[where]
     monkeypatch.setattr(owner, name, out_of_memory)
-    code, error = tiny_run(capsys, {**tiny_llm_overrides, "epochs": "1"}, model="LLMTRSR")
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "epochs": "1", **given}, model="LLMTRSR")
+    *halvings, error = error.splitlines() or [""]
+    assert all("(auto) goes on with" in line for line in halvings)  # logged as auto halved the size down to 1
     assert_one_line_error(code, error, "the device ran out of memory " + fragment)
 
 

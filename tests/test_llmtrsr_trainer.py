@@ -80,11 +80,11 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
     calls = {"count": 0}
     original = interrupted.passes  # called once per batch, however many passes the batch takes
 
-    def killed_in_the_second_epoch(interaction):
+    def killed_in_the_second_epoch(interaction, size):
         calls["count"] += 1
         if calls["count"] == batches + 3:
             raise KeyboardInterrupt
-        return original(interaction)
+        return original(interaction, size)
 
     interrupted.passes = killed_in_the_second_epoch
     with pytest.raises(KeyboardInterrupt):
@@ -252,9 +252,8 @@ def test_passes_of_fewer_examples_give_the_batchs_gradient(overrides):
     batch = next(iter(train_data))
     gradients = []
     for limit in (None, 1, 3):
-        trainer.examples_per_pass = limit
         trainer.model.zero_grad()
-        parts = list(trainer.passes(batch))
+        parts = list(trainer.passes(batch, limit))
         assert sum(share for _, share in parts) == pytest.approx(1.0)
         prefixes = len(batch) // (1 + trainer.config["train_neg_sample_args"]["sample_num"])  # a positive, negatives
         assert len(parts) == (1 if limit is None else -(-prefixes // limit))

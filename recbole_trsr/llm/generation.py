@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.memory import device_memory_for
+from recbole_trsr.llm.memory_halving import HalvingSize
 
 
 @dataclass
@@ -24,6 +24,9 @@ class GenerationSettings:
     # answer the run may ask for (summary_sequence_tokens): the summarizer calls generate once per chunk, shortest
     # prompts first, so a cache sized to each call would grow, and recompile, call after call.
     static_cache_tokens: int | None = None
+    # summary_batch_size: auto. A batch that runs out of device memory runs again in halves, and batch_size stays
+    # halved for later calls (memory_halving).
+    batch_follows_memory: bool = False
 
 
 @dataclass
@@ -52,6 +55,10 @@ def summary_static_cache(config) -> bool:
     if value not in ("dynamic", "static"):
         raise UserInputError(f"summary_cache must be dynamic or static, not {value!r}")
     return value == "static"
+
+
+def summary_prompts(batch: list) -> str:
+    return f"a batch of {len(batch)} summary prompt{'s' * (len(batch) != 1)}"
 
 
 @torch.inference_mode()
@@ -92,16 +99,23 @@ def generate(
     device = next(model.parameters()).device
     started, generated_tokens = time.perf_counter(), 0
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start : start + settings.batch_size]
+    size = HalvingSize(
+        settings.batch_size,
+        settings.batch_follows_memory,
+        "summary_batch_size",
+        f"lower summary_batch_size (now {settings.batch_size})",
+        f"lower summary_max_new_tokens (now {settings.max_new_tokens}) or item_max_tokens",
+    )
+
+    def generated(batch: list[int]) -> tuple[torch.Tensor, int]:
         padded = tokenizer.pad(
             {"input_ids": [encoded[index] for index in batch]}, padding_side="left", return_tensors="pt"
         ).to(device)
-        with device_memory_for(
-            f"a batch of {len(batch)} summary prompts", f"lower summary_batch_size (now {settings.batch_size})"
-        ):
-            output = model.generate(**padded, generation_config=generation_config)
-        new = output[:, padded["input_ids"].shape[1] :]
+        return model.generate(**padded, generation_config=generation_config), padded["input_ids"].shape[1]
+
+    for batch, (output, prompt_width) in size.run(order, generated, summary_prompts):
+        settings.batch_size = size.size  # later calls start from what fits
+        new = output[:, prompt_width:]
         for row, index in enumerate(batch):
             tokens = new[row].tolist()
             if tokenizer.eos_token_id in tokens:

@@ -20,9 +20,15 @@ from recbole.utils import InputType
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
-from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
+from recbole_trsr.llm.device_batches import (
+    EVAL_BATCH_SIZE_AUTO,
+    eval_batch_size,
+    summary_batch_size,
+    train_examples_per_pass,
+)
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
+from recbole_trsr.llm.memory_halving import HalvingSize
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import (
     YesNoScorer,
@@ -31,7 +37,6 @@ from recbole_trsr.llm.scoring import (
     check_one_pass_attention,
     pad,
 )
-from recbole_trsr.memory import device_memory_for
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -110,7 +115,7 @@ class LLMTRSR(SequentialRecommender):
             self.retriever = load_retriever(config, dataset)
             self.rerank_top_m = config["rerank_top_m"]
         self.label_field = config["LABEL_FIELD"]
-        self.eval_rows = config["eval_batch_size"]  # candidates a scoring step, named when one runs out of memory
+        self.scoring_users = self.scoring_size(config)
         self.loss_scope = config["loss_scope"]
         if self.loss_scope not in ("answer", "prompt"):
             raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
@@ -310,16 +315,32 @@ class LLMTRSR(SequentialRecommender):
     def predict(self, interaction):
         requests, places = self.requests(interaction)
         scores = torch.empty(len(interaction), device=self.device)
-        results = self.scored(requests, len(interaction), f"lower eval_batch_size (now {self.eval_rows})")
-        for rows, result in zip(places, results, strict=True):
+        for rows, result in zip(places, self.scored(requests), strict=True):
             scores[rows] = result.to(self.device)
         return scores
 
-    def scored(self, requests, candidates: int, lower: str) -> list[torch.Tensor]:
-        """``YesNoScorer.score_batch``; running out of device memory ends the run in one line that says what to
-        ``lower``."""
-        with device_memory_for(f"a scoring step of {len(requests)} users ({candidates} candidates)", lower):
-            return self.scorer.score_batch(requests)
+    @staticmethod
+    def scoring_size(config) -> HalvingSize:
+        """Users scored together within one of RecBole's evaluation batches: all of them, halved when the device
+        runs out of memory under eval_batch_size: auto (memory_halving)."""
+        lower = f"lower eval_batch_size (now {config['eval_batch_size']})"
+        shorten = "shorten the prompts (max_prompt_tokens, summary_max_tokens, recent_max_tokens)"
+        if full_ranking(config):
+            lower += f" or rerank_top_m (now {config['rerank_top_m']})"
+            shorten += f" or lower rerank_top_m (now {config['rerank_top_m']})"
+        follows = bool(config[EVAL_BATCH_SIZE_AUTO])
+        return HalvingSize(None, follows, "eval_batch_size", lower, f"one user at a time does not fit: {shorten}")
+
+    def scored(self, requests) -> list[torch.Tensor]:
+        """``YesNoScorer.score_batch`` in as many steps as the device's memory needs (scoring_size)."""
+
+        def step(users) -> str:
+            candidates = sum(len(suffixes) for _, suffixes in users)
+            return f"a scoring step of {len(users)} user{'s' * (len(users) != 1)} ({candidates} candidates)"
+
+        return [
+            score for _, scores in self.scoring_users.run(requests, self.scorer.score_batch, step) for score in scores
+        ]
 
     def full_sort_predict(self, interaction):
         """The retriever ranks every item; its top ``rerank_top_m`` are reordered by P(yes), above the rest.
@@ -332,7 +353,6 @@ class LLMTRSR(SequentialRecommender):
         users = interaction[self.USER_ID].tolist()
         ends = interaction[HISTORY_END].long().tolist()
         requests = self.build_requests(list(zip(users, ends, top.tolist(), strict=True)))
-        lower = f"lower eval_batch_size (now {self.eval_rows}) or rerank_top_m (now {self.rerank_top_m})"
-        reranked = torch.stack(self.scored(requests, top.numel(), lower)).to(scores.device)
+        reranked = torch.stack(self.scored(requests)).to(scores.device)
         ceiling = scores.max(dim=1, keepdim=True).values + 1.0
         return scores.scatter(1, top, ceiling + reranked)

@@ -26,7 +26,7 @@ from recbole_trsr.distributed_trainer import instance_attribute, loader_yielding
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
 from recbole_trsr.llm.device_batches import train_examples_per_pass
-from recbole_trsr.memory import device_memory_for
+from recbole_trsr.llm.memory_halving import HalvingSize, is_out_of_memory
 from recbole_trsr.model import adapter_checkpoint as checkpoint
 from recbole_trsr.model.prompt_prefetch import PromptsAhead, prefetched, prompt_prefetch
 from recbole_trsr.progress import ProgressLog
@@ -47,7 +47,7 @@ class LLMTRSRTrainer(Trainer):
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
-        self.examples_per_pass = train_examples_per_pass(config, model.scorer.device)
+        self.pass_size = self.training_pass_size(config, model.scorer.device)
         self.prefetch_prompts = prompt_prefetch(config, model.scorer.device)
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
@@ -215,12 +215,12 @@ class LLMTRSRTrainer(Trainer):
         if cuda_rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_rng)
 
-    def passes(self, interaction):
+    def passes(self, interaction, size: int | None):
         """The batch as forward/backward passes of at most ``train_examples_per_pass`` examples (a prompt prefix
         with its positive and negatives), each with its share of the batch's rows. Activations, and so memory,
         grow with the tokens of one pass; the gradient is the batch's (exactly, for the answer-token loss).
         On several ranks, this rank's contiguous share of the examples, weighted for DDP's average."""
-        if not self.examples_per_pass and self.ranks.size == 1:
+        if not size and self.ranks.size == 1:
             yield interaction, 1.0
             return
         examples: dict[tuple[int, int], list[int]] = {}
@@ -231,18 +231,18 @@ class LLMTRSRTrainer(Trainer):
         groups = list(examples.values())
         mine = self.ranks.share(len(groups))
         groups = groups[mine.start : mine.stop]
-        limit = self.examples_per_pass or max(len(groups), 1)
+        limit = size or max(len(groups), 1)
         for start in range(0, len(groups), limit):
             rows = [row for group in groups[start : start + limit] for row in group]
             yield interaction[torch.tensor(rows)], len(rows) * self.ranks.size / len(interaction)
 
-    def prepared_passes(self, interaction, with_prompts: bool = True) -> list[tuple]:
-        """(part, share, prompts) of each pass of a batch: ``passes`` with each part's ``LLMTRSR.requests``, built
-        from the batch on the host, where reading its ids costs no wait on the device."""
-        return [
-            (part, share, self.model.requests(part) if with_prompts else None)
-            for part, share in self.passes(interaction)
-        ]
+    def prepared_passes(self, interaction, with_prompts: bool = True) -> tuple[int | None, list[tuple]]:
+        """(the pass size, (part, share, prompts) of each pass of a batch): ``passes`` with each part's
+        ``LLMTRSR.requests``, built from the batch on the host, where reading its ids costs no wait on the device.
+        The size is read once: a batch prepared ahead before the size was halved is prepared again."""
+        size = self.pass_size.size
+        passes = self.passes(interaction, size)
+        return size, [(part, share, self.model.requests(part) if with_prompts else None) for part, share in passes]
 
     @staticmethod
     def next_batch(batches, ahead: PromptsAhead, prepare):
@@ -250,18 +250,52 @@ class LLMTRSRTrainer(Trainer):
         upcoming = next(batches, None)
         return upcoming, (ahead.start(prepare, upcoming[1]) if upcoming is not None else None)
 
-    def pass_memory(self, part):
-        """A training pass that runs out of device memory ends the run in one line naming the settings to lower."""
-        per_pass, batch = self.examples_per_pass or "~, a whole batch", self.config["train_batch_size"]
-        return device_memory_for(
-            f"a training pass of {len(part)} rows",
-            f"lower train_examples_per_pass (now {per_pass}) or train_batch_size (now {batch})",
+    def training_pass_size(self, config, device) -> HalvingSize:
+        """Examples a pass: ``train_examples_per_pass``; under auto halved when the device runs out of memory, on one
+        process (on several, the ranks would wait on the one that runs a batch again)."""
+        per_pass = train_examples_per_pass(config, device)
+        follows = config["train_examples_per_pass"] == "auto" and self.ranks.size == 1
+        lower = (
+            f"lower train_examples_per_pass (now {per_pass or '~, a whole batch'}) "
+            f"or train_batch_size (now {config['train_batch_size']})"
         )
+        shorten = (
+            "one example at a time does not fit: set gradient_checkpointing to True, or shorten the prompts "
+            "(max_prompt_tokens, summary_max_tokens, recent_max_tokens)"
+        )
+        return HalvingSize(per_pass, follows, "train_examples_per_pass", lower, shorten)
 
     @contextlib.contextmanager
     def gradient_average(self, now: bool = True):
         """One process: nothing to average (SplitAcrossRanks averages over ranks); yields a term for the loss."""
         yield 0.0
+
+    def examples_in(self, part) -> int:
+        """Examples (a prompt prefix with its positive and negatives) among a pass's rows."""
+        return len(set(zip(part[self.model.USER_ID].tolist(), part[HISTORY_END].tolist(), strict=True)))
+
+    def train_batch(self, parts, step_now: bool, fetch_next, loss_func=None) -> float:
+        """Forward and backward of each pass of a batch; the batch's loss. ``fetch_next`` starts building the next
+        batch's prompts on the host while the device runs the last backward."""
+        batch_loss, self.running_pass = 0.0, None
+        for index, (part, share, prompts) in enumerate(parts):
+            last = index == len(parts) - 1
+            self.running_pass = part  # named, and counted for halving, if it runs out of device memory
+            with self.gradient_average(now=step_now and last) as touch_all:
+                part = part.to(self.device)
+                loss = self.model.calculate_loss(part, prompts) if loss_func is None else loss_func(part)
+                self._check_nan(loss)
+                if last:
+                    fetch_next()
+                self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
+            batch_loss += loss.item() * share
+        if not parts:  # this rank has no example in the batch, but the others wait for its part
+            fetch_next()
+            if step_now:
+                with self.gradient_average(now=True) as touch_all:
+                    if torch.is_tensor(touch_all):
+                        self.loss_scaler.scale(touch_all).backward()
+        return batch_loss
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
@@ -292,27 +326,30 @@ class LLMTRSRTrainer(Trainer):
             if skip and upcoming is not None:
                 self.restore_rng(seed)
             while upcoming is not None:
-                batch_idx, _ = upcoming
-                parts = prepared.result()
-                upcoming = None
-                batch_loss = 0.0
+                batch_idx, batch = upcoming
+                prepared_size, parts = prepared.result()
                 step_now = not ((batch_idx + 1) % self.accumulation and batch_idx + 1 < len(train_data))
-                for index, (part, share, prompts) in enumerate(parts):
-                    last = index == len(parts) - 1
-                    with self.gradient_average(now=step_now and last) as touch_all, self.pass_memory(part):
-                        part = part.to(self.device)
-                        loss = self.model.calculate_loss(part, prompts) if loss_func is None else loss_func(part)
-                        self._check_nan(loss)
-                        if last:  # the device runs the backward; the host builds the next batch's prompts
-                            upcoming, prepared = self.next_batch(batches, ahead, prepare)
-                        self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
-                    batch_loss += loss.item() * share
-                if not parts:  # this rank has no example in the batch, but the others wait for its part
-                    upcoming, prepared = self.next_batch(batches, ahead, prepare)
-                    if step_now:
-                        with self.gradient_average(now=True) as touch_all:
-                            if torch.is_tensor(touch_all):
-                                self.loss_scaler.scale(touch_all).backward()
+                following = []  # the next batch, fetched once while the device runs this batch's last backward
+
+                def fetch_next(following=following):
+                    if not following:
+                        following.append(self.next_batch(batches, ahead, prepare))
+
+                before = BeforeBatch(self.model.parameters()) if self.pass_size.can_halve() else None
+                while True:
+                    if prepared_size != self.pass_size.size:  # prepared ahead of a halving
+                        prepared_size, parts = prepare(batch)
+                    try:
+                        batch_loss = self.train_batch(parts, step_now, fetch_next, loss_func)
+                        break
+                    except RuntimeError as error:
+                        failed = self.running_pass
+                        if failed is None or not is_out_of_memory(error):
+                            raise
+                    # out of the except block: the failed pass's tensors are freed with the error before halving
+                    self.pass_size.halve(self.examples_in(failed), f"a training pass of {len(failed)} rows")
+                    before.restore()
+                upcoming, prepared = following[0] if following else self.next_batch(batches, ahead, prepare)
                 total_loss += batch_loss
                 log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")
                 if not step_now:
@@ -333,3 +370,25 @@ class LLMTRSRTrainer(Trainer):
         self.resume_batches = 0
         self.save_resume_point(epoch_idx, len(train_data), total_loss)
         return total_loss
+
+
+class BeforeBatch:
+    """What a batch's passes change before the optimizer steps: the gradients (those of the earlier batches of an
+    accumulated step) and the generators that dropout draws from. A batch that ran out of device memory runs again
+    from here, as it would have run at the smaller pass size from the start."""
+
+    def __init__(self, parameters):
+        self.gradients = [
+            (parameter, None if parameter.grad is None else parameter.grad.clone())
+            for parameter in parameters
+            if parameter.requires_grad
+        ]
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+    def restore(self) -> None:
+        for parameter, gradient in self.gradients:
+            parameter.grad = None if gradient is None else gradient.clone()  # kept whole for a further halving
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng:
+            torch.cuda.set_rng_state_all(self.cuda_rng)

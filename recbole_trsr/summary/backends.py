@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.llm.generation import Generated, GenerationSettings, generate
 
-ROUNDING_ONLY = ("batch_size", "static_cache_tokens")
+ROUNDING_ONLY = ("batch_size", "static_cache_tokens", "batch_follows_memory")
 
 
 def model_identity(model_name: str, settings: GenerationSettings, backend: str | None = None) -> str:

@@ -25,6 +25,7 @@ def build_summarizer(config, item_texts) -> Summarizer:
         batch_size=summary_batch_size(config, model),
         use_chat_template=config["summary_chat_template"] is not False,
         static_cache_tokens=summary_model_tokens(config, model) if static else None,
+        batch_follows_memory=config["summary_batch_size"] == "auto" and not server,
     )
     if server:  # the tokenizer only caps item texts the way the served model counts
         name = config["summary_server_model"] or spec.path
