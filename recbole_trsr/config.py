@@ -136,11 +136,13 @@ class TRSRConfig(Config):
         files = property_files(model_class.__name__, dataset, preset) + list(config_file_list or [])
         super().__init__(model=model_class, dataset=dataset, config_file_list=files)
         if self.final_config_dict.get("eval_batch_size") == "auto":  # RecBole has read the device and eval modes
-            from recbole_trsr.llm.device_batches import EVAL_BATCH_SIZE_AUTO, eval_batch_size
+            from recbole_trsr.llm.device_batches import eval_batch_size
 
             per_user = self.candidates_per_user()
             self.final_config_dict["eval_batch_size"] = eval_batch_size("auto", per_user, self["device"])
-            self.final_config_dict[EVAL_BATCH_SIZE_AUTO] = True
+            # Scoring still follows memory (LLMTRSR.scoring_size); kept off the config's keys, which checkpoints save
+            # as a config file where the number would then be a size the user gave.
+            self.eval_batch_size_auto = True
 
     def candidates_per_user(self) -> int:
         """Rows of one user in a sampled evaluation, from RecBole's reading of eval_args (21 when not sampled)."""

@@ -28,7 +28,7 @@ def test_what_counts_as_running_out_of_memory():
 
 
 def test_a_size_halves_down_to_what_fits_and_stays_there(caplog):
-    fits = 3
+    fits = 4
     ran = []
 
     def work(chunk):
@@ -41,8 +41,8 @@ def test_a_size_halves_down_to_what_fits_and_stays_there(caplog):
     with caplog.at_level(logging.WARNING):
         results = [result for _, chunk_results in size.run(list(range(13)), work, str) for result in chunk_results]
     assert results == [item * 10 for item in range(13)]  # every item once, in order
-    assert ran == [13, 6, 3, 3, 3, 3, 1] and size.size == 3  # 13 -> 6 -> 3, then 3 at a time to the end
-    assert "eval_batch_size (auto) goes on with 3 at a time" in caplog.text
+    assert ran == [13, 7, 4, 4, 4, 1] and size.size == 4  # 13 -> 7 -> 4, then 4 at a time to the end
+    assert "eval_batch_size (auto) goes on with 4 at a time" in caplog.text
 
     def other_error(chunk):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
@@ -80,9 +80,33 @@ def test_summaries_under_auto_halve_to_the_batch_that_fits_with_the_same_texts(t
     monkeypatch.setattr(model, "generate", at_most_two)
     settings = GenerationSettings(max_new_tokens=12, batch_size=5, batch_follows_memory=True)
     assert generate(model, tokenizer, PROMPTS, settings, progress=False) == expected
-    assert batches == [5, 2, 2, 1] and settings.batch_size == 2
-    assert generate(model, tokenizer, PROMPTS[:2], settings, progress=False) == expected[:2]
-    assert batches[-1] == 2  # the next call started at 2
+    assert batches == [5, 3, 2, 2, 1] and settings.batch_size == 2
+    generate(model, tokenizer, PROMPTS[:3], settings, progress=False)
+    assert batches[5:] == [2, 1]  # the next call starts at 2
+
+
+def test_summaries_are_committed_at_the_halved_batch_size(tmp_path):
+    """A kill loses at most one generation batch: after a halving, the prompts go to the store as they fit."""
+    from recbole_trsr.summary.store import SummaryStore
+    from recbole_trsr.summary.summarizer import Summarizer
+    from tests.test_summary import HISTORY, RecordingBackend, item_text
+
+    class HalvesAfterItsFirstBatch(RecordingBackend):
+        settings = GenerationSettings(batch_size=4, batch_follows_memory=True)
+
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def generate(self, prompts, progress=True):
+            self.calls.append(len(prompts))
+            self.settings.batch_size = 2  # as generate does when a batch ran out of memory
+            return super().generate(prompts)
+
+    backend = HalvesAfterItsFirstBatch()
+    summarizer = Summarizer(backend, SummaryStore(tmp_path / "s.db"), item_text, "hierarchical", progress=False)
+    summarizer.summarize({f"u{n}": (HISTORY[n:], {1}) for n in range(6)} | {"v": (HISTORY, {4})})
+    assert backend.calls[:3] == [4, 2, 2] and max(backend.calls[1:]) == 2
 
 
 def test_scoring_under_auto_halves_the_users_a_step_with_the_same_metrics(overrides, caplog):
@@ -111,7 +135,8 @@ def test_scoring_under_auto_halves_the_users_a_step_with_the_same_metrics(overri
 
 @pytest.fixture
 def overrides(tiny_llm_overrides):
-    return {**tiny_llm_overrides, "summary_mode": "none", "epochs": "1"}
+    # On the CPU wherever the suite runs: the sizes auto picks there, and exact equality of adapters.
+    return {**tiny_llm_overrides, "summary_mode": "none", "epochs": "1", "gpu_id": "''", "llm_device": "cpu"}
 
 
 @pytest.mark.parametrize("where", ["forward", "backward"])
@@ -168,18 +193,53 @@ def test_training_with_a_given_pass_size_is_not_halved(overrides):
         trainer._train_epoch(train_data, 0)
 
 
+def test_a_resumed_run_keeps_the_pass_size_that_auto_had_halved(overrides, monkeypatch):
+    import recbole_trsr.model.llmtrsr_trainer as trainer_module
+    from recbole_trsr.model.adapter_checkpoint import write_config
+
+    as_given = trainer_module.train_examples_per_pass
+
+    def as_on_a_gpu(config, device):  # auto: a whole batch in one pass
+        return None if config["train_examples_per_pass"] == "auto" else as_given(config, device)
+
+    monkeypatch.setattr(trainer_module, "train_examples_per_pass", as_on_a_gpu)
+    trainer, train_data, _ = prepared(overrides)
+    calculate_loss = trainer.model.calculate_loss
+
+    def at_most_two_examples(interaction, prompts=None):
+        if trainer.examples_in(interaction) > 2:
+            raise out_of_memory()
+        return calculate_loss(interaction, prompts)
+
+    trainer.model.calculate_loss = at_most_two_examples
+    write_config(trainer.folder, trainer.config)  # as fit does first
+    trainer._train_epoch(train_data, 0)  # leaves its resume point at the epoch's end
+    assert trainer.pass_size.size == 2
+    resumed, _, _ = prepared({**overrides, "resume_from": trainer.saved_model_file})
+    assert resumed.pass_size.size == 2
+    given, _, _ = prepared({**overrides, "resume_from": trainer.saved_model_file, "train_examples_per_pass": "3"})
+    assert given.pass_size.size == 3  # a size the user gives is theirs
+
+
 @pytest.mark.cuda
 def test_a_real_cuda_out_of_memory_halves_and_hands_the_memory_back():
-    """The CUDA allocator's own error halves the size, and the failed chunk's memory is free again after it."""
+    """The CUDA allocator's own error halves the size, and what the failed chunk held is free again: capped at 2 GiB
+    beyond what it holds, this process fits 4 items of 2/5 GiB, and only if the failed attempts' items were let go."""
     device = torch.device("cuda")
-    before = torch.cuda.memory_allocated(device)
-    per_item = torch.cuda.mem_get_info(device)[0] // 5  # 4 items fit, 8 do not
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    budget = 2 * 2**30
+    per_item = budget // 5
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved(device) + budget) / total, device)
+    try:
 
-    def allocated(chunk):
-        block = torch.empty(len(chunk) * per_item, dtype=torch.uint8, device=device)
-        return block.numel()
+        def allocated(chunk):
+            held = [torch.empty(per_item, dtype=torch.uint8, device=device) for _ in chunk]  # one by one
+            return len(held)
 
-    size = HalvingSize(None, True, "eval_batch_size", "lower eval_batch_size", "shorten the prompts")
-    sizes = [result // per_item for _, result in size.run(list(range(16)), allocated, str)]
-    assert size.size == 4 and sizes == [4, 4, 4, 4]  # 16 -> 8 -> 4
-    assert torch.cuda.memory_allocated(device) == before
+        size = HalvingSize(None, True, "eval_batch_size", "lower eval_batch_size", "shorten the prompts")
+        counts = [count for _, count in size.run(list(range(16)), allocated, str)]
+        assert size.size == 4 and counts == [4, 4, 4, 4]  # 16 -> 8 -> 4
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()

@@ -95,8 +95,6 @@ def train_examples_per_pass(config, device) -> int | None:
 # below its compute), and by estimate 64 users' prefixes (~600 tokens) and candidates keep their explicit attention
 # scores within ~2 GB in float32. Not yet measured at 64 (benchmarks/gpu_session.sh does).
 CPU_SCORING_USERS, GPU_SCORING_USERS = 4, 64
-# Set by Config when it turns eval_batch_size: auto into rows, so that scoring still knows to follow memory.
-EVAL_BATCH_SIZE_AUTO = "eval_batch_size_auto"
 
 
 def eval_batch_size(value, candidates_per_user: int, device) -> int:

@@ -59,7 +59,8 @@ class HalvingSize:
         if not self.follows_memory or failed <= 1:
             advice = self.advice if failed > 1 else self.one_at_a_time
             raise UserInputError(f"the device ran out of memory in {work}; {advice}")
-        self.size = failed // 2 if self.size is None else min(self.size, failed // 2)
+        half = (failed + 1) // 2  # a short last chunk of 3 that failed goes on with 2, not 1
+        self.size = half if self.size is None else min(self.size, half)
         release_device_memory()
         logger.warning(
             f"the device ran out of memory in {work}; {self.setting} (auto) goes on with {self.size} at a time"

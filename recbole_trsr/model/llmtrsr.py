@@ -20,12 +20,7 @@ from recbole.utils import InputType
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
-from recbole_trsr.llm.device_batches import (
-    EVAL_BATCH_SIZE_AUTO,
-    eval_batch_size,
-    summary_batch_size,
-    train_examples_per_pass,
-)
+from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
 from recbole_trsr.llm.memory_halving import HalvingSize
@@ -328,7 +323,7 @@ class LLMTRSR(SequentialRecommender):
         if full_ranking(config):
             lower += f" or rerank_top_m (now {config['rerank_top_m']})"
             shorten += f" or lower rerank_top_m (now {config['rerank_top_m']})"
-        follows = bool(config[EVAL_BATCH_SIZE_AUTO])
+        follows = getattr(config, "eval_batch_size_auto", False)  # TRSRConfig has turned auto into rows
         return HalvingSize(None, follows, "eval_batch_size", lower, f"one user at a time does not fit: {shorten}")
 
     def scored(self, requests) -> list[torch.Tensor]:

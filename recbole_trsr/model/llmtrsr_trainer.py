@@ -112,6 +112,7 @@ class LLMTRSRTrainer(Trainer):
             **fit_progress(self, stopped),
             "optimizer": self.optimizer.state_dict(),
             "loss_scaler": self.loss_scaler.state_dict(),
+            "examples_per_pass": self.pass_size.size,  # as halved so far under auto
             "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
             "cuda_rng": [cuda for _, cuda in rng_states],
         }
@@ -133,10 +134,17 @@ class LLMTRSRTrainer(Trainer):
             self.resume_loss = state["epoch_loss"]
             restore_fit_progress(self, state)
             self.resume_rng = self.saved_rng_of_this_rank(state)
+            self.resume_pass_size(state.get("examples_per_pass"))
         except (KeyError, ValueError) as error:
             raise UserInputError(f"{folder}: the trainer state does not fit this run ({error})") from None
         self.saved_model_file = str(folder)
         self.logger.info(f"Resuming {folder} at epoch {self.start_epoch}, after {self.resume_batches} batches of it")
+
+    def resume_pass_size(self, saved: int | None) -> None:
+        """A pass size that auto had halved before the save point stays halved: the resumed run trains on as the
+        interrupted one would have, and does not run out of memory again to find it."""
+        if self.pass_size.follows_memory and saved and (self.pass_size.size is None or saved < self.pass_size.size):
+            self.pass_size.size = saved
 
     def saved_rng_of_this_rank(self, state) -> tuple | None:
         """(CPU, CUDA) generator states saved by this rank; None when the save had another number of ranks."""
@@ -252,9 +260,11 @@ class LLMTRSRTrainer(Trainer):
 
     def training_pass_size(self, config, device) -> HalvingSize:
         """Examples a pass: ``train_examples_per_pass``; under auto halved when the device runs out of memory, on one
-        process (on several, the ranks would wait on the one that runs a batch again)."""
+        process (on several, the ranks would wait on the one that runs a batch again), and unless the batch would
+        have to keep a copy of every weight's gradient to run again (finetune: full with gradient accumulation)."""
         per_pass = train_examples_per_pass(config, device)
-        follows = config["train_examples_per_pass"] == "auto" and self.ranks.size == 1
+        copies_all_gradients = config["finetune"] == "full" and self.accumulation > 1
+        follows = config["train_examples_per_pass"] == "auto" and self.ranks.size == 1 and not copies_all_gradients
         lower = (
             f"lower train_examples_per_pass (now {per_pass or '~, a whole batch'}) "
             f"or train_batch_size (now {config['train_batch_size']})"
@@ -346,9 +356,11 @@ class LLMTRSRTrainer(Trainer):
                         failed = self.running_pass
                         if failed is None or not is_out_of_memory(error):
                             raise
-                    # out of the except block: the failed pass's tensors are freed with the error before halving
+                    # out of the except block: the failed pass's tensors are freed with the error, and its gradients
+                    # with the restore, before halving hands their memory back
+                    if before is not None:
+                        before.restore()
                     self.pass_size.halve(self.examples_in(failed), f"a training pass of {len(failed)} rows")
-                    before.restore()
                 upcoming, prepared = following[0] if following else self.next_batch(batches, ahead, prepare)
                 total_loss += batch_loss
                 log.update(loss=f"{total_loss / (batch_idx + 1):.4f}")

@@ -73,13 +73,18 @@ class Summarizer:
         self.block_size = block_size
         self.max_blocks = max_blocks
         self.prompts = prompts or SummaryPrompts()
-        # Prompts generated, then committed, at a time: one generation batch, so a kill loses at most that.
-        settings = getattr(backend, "settings", None)
-        self.chunk_size = chunk_size or getattr(settings, "batch_size", None) or 16
+        self.given_chunk_size = chunk_size
         self.progress = progress
         self.always_merge = always_merge  # the paper's code merges a single block's summary too
         self.share = share or SummaryShare()
         self.stats = SummaryStats()
+
+    @property
+    def chunk_size(self) -> int:
+        """Prompts generated, then committed, at a time: one generation batch, so a kill loses at most that. Read
+        each time: under summary_batch_size: auto the backend halves its batch when the device runs out of memory."""
+        settings = getattr(self.backend, "settings", None)
+        return self.given_chunk_size or getattr(settings, "batch_size", None) or 16
 
     def block_texts(self, history: Sequence[str], block: int) -> list[str]:
         return [self.item_text(item) for item in block_items(history, block, self.block_size)]
