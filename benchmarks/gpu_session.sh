@@ -96,8 +96,9 @@ for name in $steps; do
     scoring) step scoring-fp16-64-users 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
       --users 128 --users-per-batch 64 --padded-candidates 1 --output "$out/scoring-fp16.json" ;;
     # (e) compiles FlexAttention in its untimed first run, so it has a step of its own: a box that cut it would lose
-    # (a) to (d)'s JSON too, written at the end (the log keeps the rates printed after each round). Past torch's recompile limit (8 a function; the scorer
-    # raises it to 64), FlexAttention would fall back to its slow unfused form: TORCH_LOGS shows each recompile.
+    # (a) to (d)'s JSON too, written at the end (the log keeps the rates printed after each round). Past torch's
+    # recompile limit (8 a function; the scorer raises it to 64), FlexAttention would fall back to its slow unfused
+    # form: TORCH_LOGS shows each recompile.
     scoring-more)
       step scoring-fp16-16-users 75 python3 benchmarks/scoring_speed.py --device cuda --dtype float16 \
         --users 64 --users-per-batch 16 --profile

@@ -48,6 +48,7 @@ class LLMTRSRTrainer(Trainer):
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
         self.pass_size = self.training_pass_size(config, model.scorer.device)
+        self.trained_weights = [weight for weight in model.parameters() if weight.requires_grad]  # for BeforeBatch
         self.prefetch_prompts = prompt_prefetch(config, model.scorer.device)
         self.saved_model_file = str(Path(self.saved_model_file).with_suffix(""))  # a folder, not a .pth
         self.resume_batches, self.resume_loss = 0, 0.0
@@ -345,7 +346,7 @@ class LLMTRSRTrainer(Trainer):
                     if not following:
                         following.append(self.next_batch(batches, ahead, prepare))
 
-                before = BeforeBatch(self.model.parameters()) if self.pass_size.can_halve() else None
+                before = BeforeBatch(self.trained_weights) if self.pass_size.can_halve() else None
                 while True:
                     if prepared_size != self.pass_size.size:  # prepared ahead of a halving
                         prepared_size, parts = prepare(batch)
@@ -389,18 +390,14 @@ class BeforeBatch:
     accumulated step) and the generators that dropout draws from. A batch that ran out of device memory runs again
     from here, as it would have run at the smaller pass size from the start."""
 
-    def __init__(self, parameters):
-        self.gradients = [
-            (parameter, None if parameter.grad is None else parameter.grad.clone())
-            for parameter in parameters
-            if parameter.requires_grad
-        ]
+    def __init__(self, trained_weights):
+        self.gradients = [(weight, None if weight.grad is None else weight.grad.clone()) for weight in trained_weights]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
     def restore(self) -> None:
-        for parameter, gradient in self.gradients:
-            parameter.grad = None if gradient is None else gradient.clone()  # kept whole for a further halving
+        for weight, gradient in self.gradients:
+            weight.grad = None if gradient is None else gradient.clone()  # kept whole for a further halving
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng:
             torch.cuda.set_rng_state_all(self.cuda_rng)
