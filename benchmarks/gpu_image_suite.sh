@@ -40,6 +40,7 @@ EOF
 recbole=$("$venv/bin/python" -c "import os, recbole; print(os.path.dirname(recbole.__file__))")
 find "$recbole" -name __pycache__ -type d -prune -exec rm -rf {} +
 export HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1 RECBOLE_TRSR_CACHE=${RECBOLE_TRSR_CACHE:-$venv/recbole-trsr-cache}
-# The venv's editable install puts this checkout on its path; -p no:cacheprovider leaves nothing in the tree.
+# python -m pytest puts the current folder, this checkout, first on the path, whichever checkout the kept venv was
+# made from; -p no:cacheprovider leaves nothing in the tree.
 [ $# -gt 0 ] || set -- -rfEs tests
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -p no:warnings "$@"
