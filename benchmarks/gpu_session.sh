@@ -16,8 +16,9 @@
 #               default on a GPU; the matmul rate, max |shared prefix - full prompt| and |one pass - full prompt|
 #   scoring-more  the same at 16 users a step, with the operators of one shared-prefix run; then at 64 users with
 #               (e), one pass through FlexAttention (one_pass_attention: flex), its recompiles logged
-#   training    LLMTRSR rows/s in steady state at the defaults, then in batches of 64 rows (then the evaluation's
-#               candidates/s through the real pipeline), and the same with compile_layers and score_pass: one_pass
+#   training    LLMTRSR rows/s in steady state at the defaults (and the seconds a resume point's save takes), then
+#               in batches of 64 rows (then the evaluation's candidates/s through the real pipeline), and the same
+#               with compile_layers and score_pass: one_pass
 #   training-more  batches of 64 through FlexAttention (one_pass_attention: flex, against the math kernel that
 #               reproducibility takes otherwise; its recompiles logged), without prompt_prefetch (whether building
 #               the next batch's prompts while the GPU works pays), of 256 rows, and the operators that take the
@@ -109,7 +110,7 @@ for name in $steps; do
     # (amazon's 20-minute goal needs ~1,700 rows/s), eager and with compile_layers, side by side; in the fourth call,
     # without prompt_prefetch (auto: on a GPU), then batches of 256, and where the time of a batch-64 epoch goes.
     training)
-      step training-default 45 "${train[@]}" --train_users 48 --output "$out/training.json"
+      step training-default 45 "${train[@]}" --train_users 48 --resume-point-saves 10 --output "$out/training.json"
       step training-batch64 45 "${train[@]}" --train_users 96 --setting train_batch_size=64 --evaluate
       # compile_layers (fused kernels a layer, compiled in the warm-up epoch) against the eager batch-64 step above;
       # its evaluation scores in one pass (compiled layers serve one-pass scoring only): the scoring step's (c) and

@@ -2,7 +2,7 @@
 
     python benchmarks/training_profile.py [--train_users 40] [--dataset amazon-scientific] [--data_path ../shared/data]
         [--checkpoint_dir saved] [--setting key=value ...] [--tiny-model [--tiny-layers 2]] [--evaluate]
-        [--profile | --python-profile] [--anomaly-detection] [--output figures.json]
+        [--profile | --python-profile] [--anomaly-detection] [--resume-point-saves 15] [--output figures.json]
 
 Builds LLMTRSR as ``run_recbole_trsr.py`` does (default model, each training user's most recent example with its
 sampled negatives), runs one epoch through the trainer's own loop to warm up (allocator, kernels, the loss scaler's
@@ -16,15 +16,15 @@ default model's tokenizer takes the default model's place: the LLM's arithmetic 
 is mostly host time that a GPU would wait on, whatever its speed (1000 / host ms per row bounds its rows/s). That
 host time grows with the layers: it has 2 unless ``--tiny-layers`` says otherwise (the default model has 30). The
 summaries stay the default model's (copy benchmarks/published/summaries-amazon-scientific-300.sqlite into
-``--checkpoint_dir`` first). With ``--profile`` the
-second epoch runs under torch.profiler, and the operators that took the most device time (CPU time on a CPU) are
-printed, then those that took the most CPU time, with the epoch's count of kernel launches and the share of its wall
-time that the device was busy: what a GPU waits on. With ``--python-profile`` the second epoch runs under cProfile
-instead, and the Python functions with the most cumulative time are printed. With ``--anomaly-detection`` autograd's
-anomaly detection is on, as it was in every run that named one of RecBole's sequential models until 2026-11-28
-(``compat.keep_anomaly_detection_off``): what that cost. Under ``--setting compile_layers=True`` the layers compile
-in the warm-up epoch; ``--evaluate`` first scores one batch untimed (since 2026-11-28), so that scoring's graph
-compiles there.
+``--checkpoint_dir`` first). With ``--profile`` the second epoch runs under torch.profiler, and the operators that
+took the most device time (CPU time on a CPU) are printed, then those that took the most CPU time, with the epoch's
+count of kernel launches and the share of its wall time that the device was busy: what a GPU waits on. With
+``--python-profile`` the second epoch runs under cProfile instead, and the Python functions with the most cumulative
+time are printed. With ``--anomaly-detection`` autograd's anomaly detection is on, as it was in every run that named
+one of RecBole's sequential models until 2026-11-28 (``compat.keep_anomaly_detection_off``): what that cost. With
+``--resume-point-saves N`` it then times N saves of a resume point (the adapter, the optimizer's and the generators'
+states), against a training batch's time. Under ``--setting compile_layers=True`` the layers compile in the warm-up
+epoch; ``--evaluate`` first scores one batch untimed (since 2026-11-28), so that scoring's graph compiles there.
 Summaries come from the store under ``--checkpoint_dir`` (make them first, or add ``--setting summary_mode=none``).
 """
 
@@ -137,6 +137,13 @@ def main() -> None:
     parser.add_argument("--evaluate", action="store_true", help="then time the evaluation of the same users")
     parser.add_argument("--profile", action="store_true", help="run the timed epoch under torch.profiler")
     parser.add_argument("--python-profile", action="store_true", help="run the timed epoch under cProfile")
+    parser.add_argument(
+        "--resume-point-saves",
+        type=int,
+        default=0,
+        help="then time this many saves of a resume point (adapter, optimizer and generator states): what "
+        "checkpoint_steps or checkpoint_seconds add to training, per save",
+    )
     parser.add_argument("--top", type=int, default=20, help="operators (or functions) shown when profiling")
     parser.add_argument("--output", help="write the figures as JSON here")
     parser.add_argument(
@@ -242,6 +249,15 @@ def main() -> None:
             f"  evaluation: {candidates} candidates in {evaluate_s:.1f} s, {figures['candidates_per_s']:.1f} "
             f"candidates/s; {shares(figures['evaluate_parts_s'])}; {1000 * evaluate_s / candidates:.2f} ms per "
             "candidate"
+        )
+    if args.resume_point_saves:
+        seconds_per_save = []
+        for _ in range(args.resume_point_saves):
+            seconds_per_save.append(synchronized_seconds(lambda: trainer.save_resume_point(1, 1, 0.0)))
+        figures["resume_point_save_s"] = sorted(seconds_per_save)[len(seconds_per_save) // 2]
+        print(
+            f"  a resume point: {figures['resume_point_save_s']:.3f} s a save (median of {len(seconds_per_save)}), "
+            f"against {seconds / len(train_data):.3f} s a training batch"
         )
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=2))

@@ -99,6 +99,39 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
     assert resumed.saved_model_file == interrupted.saved_model_file
 
 
+@pytest.mark.parametrize(("seconds", "every_step"), [("1e-9", True), ("1e9", False)])
+def test_resume_points_follow_the_seconds_of_training(overrides, seconds, every_step):
+    """Under checkpoint_seconds a resume point is saved at the first optimizer step after that much training, not
+    at a fixed count of steps (several saves a second on a GPU)."""
+    settings = {**overrides, "epochs": "1", "checkpoint_steps": "0", "checkpoint_seconds": seconds}
+    trainer, train_data, valid_data = prepared(settings)
+    saved_after = []  # (epoch, batches done of it) at each resume point
+    save = trainer.save_resume_point
+
+    def recorded(epoch, batches_done, epoch_loss, stopped=False):
+        saved_after.append((epoch, batches_done))
+        return save(epoch, batches_done, epoch_loss, stopped)
+
+    trainer.save_resume_point = recorded
+    trainer.fit(train_data, valid_data, saved=True)
+    batches = len(train_data)
+    assert batches >= 3
+    within_the_epoch = [done for epoch, done in saved_after if epoch == 0 and 0 < done < batches]
+    assert within_the_epoch == (list(range(1, batches)) if every_step else [])
+    assert (0, batches) in saved_after  # the epoch's end, whatever the clock
+
+
+def test_checkpoint_seconds_rejects_what_is_not_a_number_of_seconds(capsys, overrides):
+    for value, shown in (("-1", "-1"), ("soon", "'soon'")):
+        capsys.readouterr()
+        assert (
+            main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(overrides), f"--checkpoint_seconds={value}"]) == 2
+        )
+        error = capsys.readouterr().err.strip()
+        assert error.endswith(f"checkpoint_seconds must be a number of seconds, 0 or more, not {shown}")
+        assert len(error.splitlines()) == 1
+
+
 def test_a_run_that_stopped_early_does_not_train_on_after_a_resume(monkeypatch, overrides):
     from recbole.trainer import Trainer
 

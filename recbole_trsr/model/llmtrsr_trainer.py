@@ -47,6 +47,8 @@ class LLMTRSRTrainer(Trainer):
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
         self.checkpoint_steps = config["checkpoint_steps"] or 0
+        self.checkpoint_seconds = checkpoint_seconds(config)
+        self.since_resume_point = time.monotonic()  # seconds of training since the last resume point, from here
         self.pass_size = self.training_pass_size(config, model.scorer.device)
         self.trained_weights = [weight for weight in model.parameters() if weight.requires_grad]  # for BeforeBatch
         self.prefetch_prompts = prompt_prefetch(config, model.scorer.device)
@@ -101,6 +103,7 @@ class LLMTRSRTrainer(Trainer):
     def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float, stopped: bool = False) -> None:
         # Each rank draws its own dropout masks: every rank's generator states are kept, so that each goes on
         # with its own stream after a resume.
+        self.since_resume_point = time.monotonic()
         rng_states = distributed.everyone(
             (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
         )
@@ -118,6 +121,17 @@ class LLMTRSRTrainer(Trainer):
             "cuda_rng": [cuda for _, cuda in rng_states],
         }
         checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
+
+    def resume_point_due(self, steps: int) -> bool:
+        """After this epoch's ``steps``-th optimizer step: every ``checkpoint_steps`` steps, or once
+        ``checkpoint_seconds`` of training have passed since the last resume point. A save costs about 0.1 s (an
+        adapter and its optimizer state), so a fixed count of steps would save several times a second on a GPU.
+        Rank 0's clock decides for every rank: saving gathers every rank's generator states."""
+        by_steps = bool(self.checkpoint_steps) and steps % self.checkpoint_steps == 0
+        if not self.checkpoint_seconds:
+            return by_steps
+        by_time = time.monotonic() - self.since_resume_point >= self.checkpoint_seconds
+        return distributed.from_first(by_steps or by_time)
 
     def resume_checkpoint(self, resume_file):
         """Go on from the last save point of ``resume_file`` (a checkpoint folder), into the same folder."""
@@ -325,6 +339,7 @@ class LLMTRSRTrainer(Trainer):
         )
         self.optimizer.zero_grad()
         steps = 0
+        self.since_resume_point = time.monotonic()  # the validation before this epoch is not training time
         log = ProgressLog(f"train epoch {epoch_idx}", len(train_data), " batches", enabled=not show_progress)
         log.done = skip
         batches = enumerate(bar if show_progress else train_data)
@@ -376,13 +391,21 @@ class LLMTRSRTrainer(Trainer):
                 steps += 1
                 if show_progress:
                     bar.set_postfix_str(f"loss {total_loss / (batch_idx + 1):.4f}")
-                if self.checkpoint_steps and steps % self.checkpoint_steps == 0 and batch_idx + 1 < len(train_data):
+                if batch_idx + 1 < len(train_data) and self.resume_point_due(steps):
                     self.save_resume_point(epoch_idx, batch_idx + 1, total_loss)
         finally:
             ahead.close()
         self.resume_batches = 0
         self.save_resume_point(epoch_idx, len(train_data), total_loss)
         return total_loss
+
+
+def checkpoint_seconds(config) -> float:
+    """``checkpoint_seconds``: a number of seconds, 0 or ~ for none."""
+    value = config["checkpoint_seconds"] or 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise UserInputError(f"checkpoint_seconds must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
 
 
 class BeforeBatch:
