@@ -154,6 +154,8 @@ for name in $steps; do
     # for ENDTOEND_SECONDS, and is then stopped with SIGTERM: the run's last line names its resume points and the
     # arguments that go on, kept in go-on.txt. The state comes back as endtoend.tar.gz.00, .01, ... (16 MiB a file).
     # Here, after a part:  mkdir -p .endtoend && cp <files_at>/endtoend.tar.gz.* .endtoend/  and carry .endtoend.
+    # A cut loses the training since the last resume point: a part saves one every 15 s of training (about 0.1 s a
+    # save), where a run's default is every 60 s.
     # The run's time is the sum of the parts' "endtoend: exit ... after N s" lines; each model's train_s in the
     # final table counts its training before its resume points too.
     endtoend)
@@ -169,7 +171,8 @@ for name in $steps; do
       # die before the run writes its last line.
       step endtoend "${ENDTOEND_SECONDS:-240}" bash -c 'exec python3 run_recbole_trsr.py "$@" >"$0" 2>&1' "$part_log" \
         --dataset="${ENDTOEND_DATASET:-amazon}" --data_path=../shared/data --checkpoint_dir="$e2e/saved" \
-        --output_dir="$e2e/outputs" --show_progress=False ${ENDTOEND_SETTINGS:-} "${go_on[@]}"
+        --output_dir="$e2e/outputs" --show_progress=False --checkpoint_seconds="${ENDTOEND_CHECKPOINT_SECONDS:-15}" \
+        ${ENDTOEND_SETTINGS:-} "${go_on[@]}"
       tail -n 60 "$part_log" >>"$log"
       line=$(grep "run_recbole_trsr.py: interrupted" "$part_log" | tail -1)
       case $line in

@@ -161,6 +161,7 @@ def main() -> None:
         "eval_users": str(args.train_users),
         "max_train_prefixes": "1",
         "checkpoint_steps": "0",
+        "checkpoint_seconds": "0",  # epochs of steady training; --resume-point-saves times a save apart
         "show_progress": "False",
         "state": "WARNING",
     }

@@ -121,15 +121,22 @@ def test_resume_points_follow_the_seconds_of_training(overrides, seconds, every_
     assert (0, batches) in saved_after  # the epoch's end, whatever the clock
 
 
-def test_checkpoint_seconds_rejects_what_is_not_a_number_of_seconds(capsys, overrides):
-    for value, shown in (("-1", "-1"), ("soon", "'soon'")):
-        capsys.readouterr()
-        assert (
-            main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(overrides), f"--checkpoint_seconds={value}"]) == 2
-        )
-        error = capsys.readouterr().err.strip()
-        assert error.endswith(f"checkpoint_seconds must be a number of seconds, 0 or more, not {shown}")
-        assert len(error.splitlines()) == 1
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("checkpoint_seconds", "-1", "checkpoint_seconds must be a number of seconds, 0 or more, not -1"),
+        ("checkpoint_seconds", "soon", "checkpoint_seconds must be a number of seconds, 0 or more, not 'soon'"),
+        ("checkpoint_seconds", "False", "checkpoint_seconds must be a number of seconds, 0 or more, not False"),
+        ("checkpoint_steps", "2.5", "checkpoint_steps must be a whole number of optimizer steps, 0 or more, not 2.5"),
+    ],
+)
+def test_resume_point_intervals_reject_what_is_not_one(capsys, overrides, key, value, message):
+    capsys.readouterr()
+    settings = {name: setting for name, setting in overrides.items() if name != key}  # the fixture sets steps
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(settings), f"--{key}={value}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(message)
+    assert len(error.splitlines()) == 1
 
 
 def test_a_run_that_stopped_early_does_not_train_on_after_a_resume(monkeypatch, overrides):

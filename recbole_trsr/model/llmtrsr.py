@@ -32,7 +32,7 @@ from recbole_trsr.llm.scoring import (
     check_one_pass_attention,
     pad,
 )
-from recbole_trsr.model.llmtrsr_trainer import checkpoint_seconds
+from recbole_trsr.model.llmtrsr_trainer import resume_point_interval
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.dataset import HISTORY_END
@@ -90,7 +90,7 @@ class LLMTRSR(SequentialRecommender):
         """The models this config loads exist, checked before any model of a comparison trains."""
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
-        checkpoint_seconds(config)
+        resume_point_interval(config)
         summary_static_cache(config)
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
         prompt_prefetch(config, "cpu")

@@ -46,8 +46,7 @@ class LLMTRSRTrainer(Trainer):
             raise UserInputError(
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
-        self.checkpoint_steps = config["checkpoint_steps"] or 0
-        self.checkpoint_seconds = checkpoint_seconds(config)
+        self.checkpoint_steps, self.checkpoint_seconds = resume_point_interval(config)
         self.since_resume_point = time.monotonic()  # seconds of training since the last resume point, from here
         self.pass_size = self.training_pass_size(config, model.scorer.device)
         self.trained_weights = [weight for weight in model.parameters() if weight.requires_grad]  # for BeforeBatch
@@ -103,24 +102,24 @@ class LLMTRSRTrainer(Trainer):
     def save_resume_point(self, epoch: int, batches_done: int, epoch_loss: float, stopped: bool = False) -> None:
         # Each rank draws its own dropout masks: every rank's generator states are kept, so that each goes on
         # with its own stream after a resume.
-        self.since_resume_point = time.monotonic()
         rng_states = distributed.everyone(
             (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
         )
-        if not distributed.writes_checkpoints(self.config):
-            return  # the ranks hold the same adapter and optimizer state: one copy per machine is written
-        state = {
-            "epoch": epoch,
-            "batches_done": batches_done,
-            "epoch_loss": float(epoch_loss),
-            **fit_progress(self, stopped),
-            "optimizer": self.optimizer.state_dict(),
-            "loss_scaler": self.loss_scaler.state_dict(),
-            "examples_per_pass": self.pass_size.size,  # as halved so far under auto
-            "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
-            "cuda_rng": [cuda for _, cuda in rng_states],
-        }
-        checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
+        # The ranks hold the same adapter and optimizer state: one copy per machine is written.
+        if distributed.writes_checkpoints(self.config):
+            state = {
+                "epoch": epoch,
+                "batches_done": batches_done,
+                "epoch_loss": float(epoch_loss),
+                **fit_progress(self, stopped),
+                "optimizer": self.optimizer.state_dict(),
+                "loss_scaler": self.loss_scaler.state_dict(),
+                "examples_per_pass": self.pass_size.size,  # as halved so far under auto
+                "torch_rng": [cpu for cpu, _ in rng_states],  # one per rank
+                "cuda_rng": [cuda for _, cuda in rng_states],
+            }
+            checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
+        self.since_resume_point = time.monotonic()  # after the save: its own time is not training
 
     def resume_point_due(self, steps: int) -> bool:
         """After this epoch's ``steps``-th optimizer step: every ``checkpoint_steps`` steps, or once
@@ -339,12 +338,12 @@ class LLMTRSRTrainer(Trainer):
         )
         self.optimizer.zero_grad()
         steps = 0
-        self.since_resume_point = time.monotonic()  # the validation before this epoch is not training time
         log = ProgressLog(f"train epoch {epoch_idx}", len(train_data), " batches", enabled=not show_progress)
         log.done = skip
         batches = enumerate(bar if show_progress else train_data)
         for _ in itertools.islice(batches, skip):
             pass  # collated all the same: the negatives of later batches come out as before
+        self.since_resume_point = time.monotonic()  # validation and the replay above are not training time
         ahead = PromptsAhead(self.prefetch_prompts)
         prepare = functools.partial(self.prepared_passes, with_prompts=loss_func is None)
         try:
@@ -400,12 +399,15 @@ class LLMTRSRTrainer(Trainer):
         return total_loss
 
 
-def checkpoint_seconds(config) -> float:
-    """``checkpoint_seconds``: a number of seconds, 0 or ~ for none."""
-    value = config["checkpoint_seconds"] or 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise UserInputError(f"checkpoint_seconds must be a number of seconds, 0 or more, not {value!r}")
-    return float(value)
+def resume_point_interval(config) -> tuple[int, float]:
+    """(``checkpoint_steps``, ``checkpoint_seconds``), each 0 or ~ for none."""
+    steps = 0 if config["checkpoint_steps"] is None else config["checkpoint_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise UserInputError(f"checkpoint_steps must be a whole number of optimizer steps, 0 or more, not {steps!r}")
+    seconds = 0 if config["checkpoint_seconds"] is None else config["checkpoint_seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:  # NaN too
+        raise UserInputError(f"checkpoint_seconds must be a number of seconds, 0 or more, not {seconds!r}")
+    return steps, float(seconds)
 
 
 class BeforeBatch:
