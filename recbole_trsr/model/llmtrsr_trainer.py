@@ -47,7 +47,7 @@ class LLMTRSRTrainer(Trainer):
                 f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
             )
         self.checkpoint_steps, self.checkpoint_seconds = resume_point_interval(config)
-        self.since_resume_point = time.monotonic()  # seconds of training since the last resume point, from here
+        self.last_resume_point_at = time.monotonic()  # the clock of checkpoint_seconds; _train_epoch restarts it
         self.pass_size = self.training_pass_size(config, model.scorer.device)
         self.trained_weights = [weight for weight in model.parameters() if weight.requires_grad]  # for BeforeBatch
         self.prefetch_prompts = prompt_prefetch(config, model.scorer.device)
@@ -119,7 +119,7 @@ class LLMTRSRTrainer(Trainer):
                 "cuda_rng": [cuda for _, cuda in rng_states],
             }
             checkpoint.save(self.model.llm, self.folder, checkpoint.LAST, state)
-        self.since_resume_point = time.monotonic()  # after the save: its own time is not training
+        self.last_resume_point_at = time.monotonic()  # after the save: its own time is not training
 
     def resume_point_due(self, steps: int) -> bool:
         """After this epoch's ``steps``-th optimizer step: every ``checkpoint_steps`` steps, or once
@@ -129,7 +129,7 @@ class LLMTRSRTrainer(Trainer):
         by_steps = bool(self.checkpoint_steps) and steps % self.checkpoint_steps == 0
         if not self.checkpoint_seconds:
             return by_steps
-        by_time = time.monotonic() - self.since_resume_point >= self.checkpoint_seconds
+        by_time = time.monotonic() - self.last_resume_point_at >= self.checkpoint_seconds
         return distributed.from_first(by_steps or by_time)
 
     def resume_checkpoint(self, resume_file):
@@ -343,7 +343,7 @@ class LLMTRSRTrainer(Trainer):
         batches = enumerate(bar if show_progress else train_data)
         for _ in itertools.islice(batches, skip):
             pass  # collated all the same: the negatives of later batches come out as before
-        self.since_resume_point = time.monotonic()  # validation and the replay above are not training time
+        self.last_resume_point_at = time.monotonic()  # validation and the replay above are not training time
         ahead = PromptsAhead(self.prefetch_prompts)
         prepare = functools.partial(self.prepared_passes, with_prompts=loss_func is None)
         try:
