@@ -7,6 +7,7 @@ properties/dataset/<dataset>.yaml, the user's --config_files in order, then --ke
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 
 import yaml
 from recbole.config import Config
@@ -109,6 +110,54 @@ def check_eval_args(eval_args) -> None:
             raise UserInputError(f"eval_args mode {mode!r}: {problem}")
 
 
+@dataclass(frozen=True)
+class NumberKey:
+    """What a number-valued key may hold, and how its one-line error says so."""
+
+    meaning: str  # completes "<key> must be ..."
+    low: float = 0  # the smallest value, or with low_open the bound above which values lie
+    whole: bool = True
+    low_open: bool = False
+    high: float | None = None  # values lie below it
+    optional: bool = False  # ~ allowed
+
+    def fits(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+            return False
+        if self.whole and not isinstance(value, int):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value < self.high)
+
+
+def check_number_keys(config, keys: dict[str, NumberKey]) -> None:
+    """A one-line error for the first of ``keys`` whose value in ``config`` does not fit (a key it lacks is not
+    checked: RecBole's defaults hold it)."""
+    for key, rule in keys.items():
+        if key in config and not rule.fits(config[key]):
+            raise UserInputError(f"{key} must be {rule.meaning}, not {config[key]!r}")
+
+
+POSITIVE = NumberKey("a positive whole number", low=1)
+NOT_NEGATIVE = NumberKey("a whole number, 0 or more")
+
+# RecBole's training keys. RecBole takes any value and fails with a traceback once the value is read (a batch size
+# when the data loads, the learning rate when the optimizer is made, stopping_step after the first validation),
+# or never: a negative eval_step validates on the epochs its modulo picks.
+TRAINING_KEYS = {
+    "seed": NumberKey("a whole number from 0 to 4294967295", high=2**32),  # numpy's seed range
+    "epochs": NOT_NEGATIVE,
+    "stopping_step": NOT_NEGATIVE,
+    "eval_step": NumberKey("a whole number, 0 or more (0: no validation)"),
+    "train_batch_size": POSITIVE,
+    "MAX_ITEM_LIST_LENGTH": POSITIVE,
+    "learning_rate": NumberKey("a number above 0", whole=False, low_open=True),
+    "weight_decay": NumberKey("a number, 0 or more", whole=False),
+}
+
+
 def positive_count(config, key: str) -> int | None:
     """The value of a count key: None (no limit) or a positive whole number; anything else is refused."""
     value = config[key]
@@ -199,6 +248,7 @@ class TRSRConfig(Config):
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
         check_eval_args(final.get("eval_args"))
+        check_number_keys(final, TRAINING_KEYS)
         # CE-trained sequential models (SASRec, GRU4Rec, ...) refuse sampled training negatives, which
         # RecBole's defaults always give; only a user's explicit setting keeps them.
         if "train_neg_sample_args" not in self.external_config_dict and final.get("loss_type") == "CE":

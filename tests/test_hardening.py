@@ -67,6 +67,36 @@ def test_a_variant_cannot_change_what_all_rows_share(capsys, tiny_overrides, key
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [
+        ("train_batch_size", "0", "train_batch_size must be a positive whole number, not 0"),
+        ("train_batch_size", "2.5", "train_batch_size must be a positive whole number, not 2.5"),
+        ("learning_rate", "abc", "learning_rate must be a number above 0, not 'abc'"),
+        ("stopping_step", "x", "stopping_step must be a whole number, 0 or more, not 'x'"),
+        ("eval_step", "-2", "eval_step must be a whole number, 0 or more (0: no validation), not -2"),
+        ("seed", "1.5", "seed must be a whole number from 0 to 4294967295, not 1.5"),
+        ("MAX_ITEM_LIST_LENGTH", "0", "MAX_ITEM_LIST_LENGTH must be a positive whole number, not 0"),
+        ("weight_decay", "-0.1", "weight_decay must be a number, 0 or more, not -0.1"),
+    ],
+)
+def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_overrides, key, value, fragment):
+    # RecBole read each of these with a traceback when the data loaded, the optimizer was made or the first
+    # validation ended; a negative eval_step it took without a word.
+    code, error = tiny_run(capsys, {**tiny_overrides, key: value})
+    assert_one_line_error(code, error, fragment)
+    assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("summary_mode", "flat", "summary_mode 'flat' is not hierarchical, recurrent or none"),
+        ("summary_backend", "vllm", "summary_backend 'vllm' is not transformers or server"),
+        ("finetune", "half", "finetune 'half' is not lora or full"),
+        ("loss_scope", "all", "loss_scope 'all' is not answer or prompt"),
+        ("block_size", "0", "block_size must be a positive whole number, not 0"),
+        ("recent_k", "abc", "recent_k must be a whole number, 0 or more, not 'abc'"),
+        ("lora_dropout", "1.0", "lora_dropout must be a number from 0 up to 1, 1 left out, not 1.0"),
+        ("max_prompt_tokens", "0", "max_prompt_tokens must be a positive whole number or ~"),
+        ("gradient_accumulation_steps", "0", "gradient_accumulation_steps must be a positive whole number, not 0"),
         ("llm_path", "/nowhere/model", "llm_path '/nowhere/model' does not exist"),
         ("llm_path", "someone/uncached-model", "no copy of it is in the local Hugging Face cache"),
         ("summarizer_llm_path", "/nowhere/summarizer", "llm_path '/nowhere/summarizer' does not exist"),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_trsr.config import NOT_NEGATIVE, POSITIVE, NumberKey, check_number_keys
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
@@ -35,6 +36,7 @@ from recbole_trsr.llm.scoring import (
 from recbole_trsr.model.llmtrsr_trainer import resume_point_interval
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
+from recbole_trsr.summary.blocks import SUMMARY_MODES
 from recbole_trsr.summary.dataset import HISTORY_END
 from recbole_trsr.summary.prompts import numbered
 from recbole_trsr.templates import check_templates, placeholders
@@ -48,6 +50,45 @@ INSTRUCTION = (
     "be holistically considered for a more comprehensive understanding of user behavior. Please output 'yes' "
     "or 'no'.\n"
 )
+
+
+# Keys that name one of a few choices, refused before the summaries: a run reads loss_scope and finetune only once
+# they are made (hours on a CPU), and would take any other summary_backend for transformers.
+CHOICES = {
+    "summary_mode": SUMMARY_MODES,
+    "summary_backend": ("transformers", "server"),
+    "finetune": ("lora", "full"),
+    "loss_scope": ("answer", "prompt"),
+}
+
+
+# Number keys read only once the summaries are made, or when the model loads after the comparison's other models.
+NUMBER_KEYS = {
+    "block_size": POSITIVE,
+    "max_blocks": POSITIVE,
+    "recent_k": NOT_NEGATIVE,
+    "item_max_tokens": POSITIVE,
+    "summary_max_new_tokens": POSITIVE,
+    "summary_max_tokens": POSITIVE,
+    "recent_max_tokens": POSITIVE,
+    "max_prompt_tokens": NumberKey("a positive whole number or ~ (the model's context window)", low=1, optional=True),
+    "summary_share_timeout": NumberKey("a number of seconds, 0 or more (0 or ~: 1800)", whole=False, optional=True),
+    "lora_r": POSITIVE,
+    "lora_alpha": NumberKey("a number above 0", whole=False, low_open=True),
+    "lora_dropout": NumberKey("a number from 0 up to 1, 1 left out", whole=False, high=1),
+    "gradient_accumulation_steps": NumberKey("a positive whole number", low=1, optional=True),
+    "score_suffixes_per_row": POSITIVE,
+    "rerank_top_m": POSITIVE,
+}
+
+
+def chosen(config, key: str, default: str | None = None) -> str:
+    """The value of one of CHOICES' keys (``default`` when it is ~); anything else is one line."""
+    value = default if config[key] is None else config[key]
+    choices = CHOICES[key]
+    if value not in choices:
+        raise UserInputError(f"{key} {value!r} is not {', '.join(choices[:-1])} or {choices[-1]}")
+    return value
 
 
 def score_in_one_pass(config) -> bool:
@@ -88,6 +129,9 @@ class LLMTRSR(SequentialRecommender):
     @staticmethod
     def check_config(config) -> None:
         """The models this config loads exist, checked before any model of a comparison trains."""
+        for key in CHOICES:
+            chosen(config, key, "lora" if key == "finetune" else None)
+        check_number_keys(config, NUMBER_KEYS)
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         resume_point_interval(config)
@@ -113,9 +157,7 @@ class LLMTRSR(SequentialRecommender):
             self.rerank_top_m = config["rerank_top_m"]
         self.label_field = config["LABEL_FIELD"]
         self.scoring_users = self.scoring_size(config)
-        self.loss_scope = config["loss_scope"]
-        if self.loss_scope not in ("answer", "prompt"):
-            raise UserInputError(f"loss_scope '{self.loss_scope}' is not answer or prompt")
+        self.loss_scope = chosen(config, "loss_scope")
         spec = LLMSpec.from_config(config)
         if config["finetune"] == "full" and spec.dtype == "auto" and spec.resolved_device().type == "cuda":
             # float16 weights cannot take the optimizer's small steps (the loss scaler keeps float32 copies of
@@ -127,16 +169,14 @@ class LLMTRSR(SequentialRecommender):
         self.gradient_checkpointing = config["gradient_checkpointing"]
         if self.gradient_checkpointing:
             base.gradient_checkpointing_enable()
-        self.finetune = config["finetune"] or "lora"
+        self.finetune = chosen(config, "finetune", "lora")
         if self.finetune == "full":  # every weight trains; checkpoints hold the whole model
             self.llm = base.requires_grad_(True)
-        elif self.finetune == "lora":
+        else:  # lora
             lora = lora_config(config)
             with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
                 warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
                 self.llm = get_peft_model(base, lora)
-        else:
-            raise UserInputError(f"finetune '{self.finetune}' is not lora or full")
         space = config["answer_leading_space"]
         self.scorer = YesNoScorer(
             self.llm,
