@@ -158,14 +158,13 @@ TRAINING_KEYS = {
 }
 
 
+COUNT = NumberKey("a positive whole number", low=1, optional=True)  # ~: no limit
+
+
 def positive_count(config, key: str) -> int | None:
     """The value of a count key: None (no limit) or a positive whole number; anything else is refused."""
-    value = config[key]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserInputError(f"{key} must be a positive whole number, not {value!r}")
-    return value
+    check_number_keys(config, {key: COUNT})
+    return config[key]
 
 
 class TRSRConfig(Config):

@@ -33,7 +33,7 @@ from recbole_trsr.llm.scoring import (
     check_one_pass_attention,
     pad,
 )
-from recbole_trsr.model.llmtrsr_trainer import resume_point_interval
+from recbole_trsr.model.llmtrsr_trainer import step_settings
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.blocks import SUMMARY_MODES
@@ -76,7 +76,6 @@ NUMBER_KEYS = {
     "lora_r": POSITIVE,
     "lora_alpha": NumberKey("a number above 0", whole=False, low_open=True),
     "lora_dropout": NumberKey("a number from 0 up to 1, 1 left out", whole=False, high=1),
-    "gradient_accumulation_steps": NumberKey("a positive whole number", low=1, optional=True),
     "score_suffixes_per_row": POSITIVE,
     "rerank_top_m": POSITIVE,
 }
@@ -134,7 +133,7 @@ class LLMTRSR(SequentialRecommender):
         check_number_keys(config, NUMBER_KEYS)
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
-        resume_point_interval(config)
+        step_settings(config)
         summary_static_cache(config)
         train_examples_per_pass(config, "cpu")  # the same for the value's checks on any device
         prompt_prefetch(config, "cpu")

@@ -22,6 +22,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_trsr import distributed
+from recbole_trsr.config import NumberKey, check_number_keys
 from recbole_trsr.distributed_trainer import instance_attribute, loader_yielding
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.fit_progress import fit_progress, restore_fit_progress
@@ -39,14 +40,7 @@ class LLMTRSRTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.ranks = distributed.current()
-        self.accumulation = (
-            1 if config["gradient_accumulation_steps"] is None else config["gradient_accumulation_steps"]
-        )
-        if not isinstance(self.accumulation, int) or self.accumulation < 1:
-            raise UserInputError(
-                f"gradient_accumulation_steps must be a positive whole number, not {self.accumulation!r}"
-            )
-        self.checkpoint_steps, self.checkpoint_seconds = resume_point_interval(config)
+        self.accumulation, self.checkpoint_steps, self.checkpoint_seconds = step_settings(config)
         self.last_resume_point_at = time.monotonic()  # the clock of checkpoint_seconds; _train_epoch restarts it
         self.pass_size = self.training_pass_size(config, model.scorer.device)
         self.trained_weights = [weight for weight in model.parameters() if weight.requires_grad]  # for BeforeBatch
@@ -399,15 +393,19 @@ class LLMTRSRTrainer(Trainer):
         return total_loss
 
 
-def resume_point_interval(config) -> tuple[int, float]:
-    """(``checkpoint_steps``, ``checkpoint_seconds``), each 0 or ~ for none."""
-    steps = 0 if config["checkpoint_steps"] is None else config["checkpoint_steps"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise UserInputError(f"checkpoint_steps must be a whole number of optimizer steps, 0 or more, not {steps!r}")
-    seconds = 0 if config["checkpoint_seconds"] is None else config["checkpoint_seconds"]
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:  # NaN too
-        raise UserInputError(f"checkpoint_seconds must be a number of seconds, 0 or more, not {seconds!r}")
-    return steps, float(seconds)
+# Read here once the model has loaded; LLMTRSR.check_config checks them before any model of a comparison trains.
+STEP_KEYS = {
+    "gradient_accumulation_steps": NumberKey("a positive whole number", low=1, optional=True),
+    "checkpoint_steps": NumberKey("a whole number of optimizer steps, 0 or more", optional=True),
+    "checkpoint_seconds": NumberKey("a number of seconds, 0 or more", whole=False, optional=True),
+}
+
+
+def step_settings(config) -> tuple[int, int, float]:
+    """(``gradient_accumulation_steps``, ``checkpoint_steps``, ``checkpoint_seconds``); ~ is 1, 0 (none), 0 (none)."""
+    check_number_keys(config, STEP_KEYS)
+    accumulation, steps, seconds = (config[key] for key in STEP_KEYS)
+    return 1 if accumulation is None else accumulation, steps or 0, float(seconds or 0)
 
 
 class BeforeBatch:
