@@ -42,7 +42,8 @@ from recbole_trsr.llm import shared_prefix_attention  # noqa: E402
 from recbole_trsr.llm.loading import load_llm  # noqa: E402
 from recbole_trsr.llm.random_models import tiny_llama  # noqa: E402
 from recbole_trsr.llm.scoring import YesNoScorer  # noqa: E402
-from recbole_trsr.model.llmtrsr import INSTRUCTION, lora_config  # noqa: E402
+from recbole_trsr.model.llmtrsr import INSTRUCTION  # noqa: E402
+from recbole_trsr.model.lora_settings import lora_config  # noqa: E402
 
 CANDIDATES = 21
 SUFFIX_TOKENS = 40

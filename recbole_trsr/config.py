@@ -158,6 +158,77 @@ TRAINING_KEYS = {
 }
 
 
+# RecBole's True/False keys. It reads any value by its truth: --reproducibility=no would turn it on.
+RECBOLE_FLAGS = (
+    "use_gpu",
+    "reproducibility",
+    "show_progress",
+    "shuffle",
+    "repeatable",
+    "valid_metric_bigger",
+    "enable_amp",
+    "enable_scaler",
+    "save_dataset",
+    "save_dataloaders",
+    "log_wandb",
+)
+
+# RecBole's optimizers; it trains any other learner with Adam, after a warning.
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
+
+
+def check_flags(config, keys) -> None:
+    """A one-line error for the first of ``keys`` whose value in ``config`` is not True or False (1 and 0 pass)."""
+    for key in keys:
+        if key in config and config[key] not in (True, False):
+            raise UserInputError(f"{key} must be True or False, not {config[key]!r}")
+
+
+def check_learner(config) -> None:
+    learner = config.get("learner")
+    if learner is not None and (not isinstance(learner, str) or learner.lower() not in LEARNERS):
+        raise UserInputError(f"learner {learner!r} is not {', '.join(LEARNERS[:-1])} or {LEARNERS[-1]}")
+
+
+CLIP_GRAD_NORM_ARGUMENTS = ("max_norm", "norm_type", "error_if_nonfinite", "foreach")  # of torch's clip_grad_norm_
+
+
+def check_clip_grad_norm(config) -> None:
+    """``clip_grad_norm``: ~ (off) or the arguments of torch's clip_grad_norm_, which RecBole passes at the first
+    training batch."""
+    value = config.get("clip_grad_norm")
+    if not value:
+        return
+    fits = (
+        isinstance(value, dict)
+        and set(value) <= set(CLIP_GRAD_NORM_ARGUMENTS)
+        and NumberKey("", whole=False, low_open=True).fits(value.get("max_norm"))
+        and NumberKey("", whole=False, low_open=True).fits(value.get("norm_type", 2.0))
+    )
+    if not fits:
+        raise UserInputError(
+            f"clip_grad_norm must be ~ or a dict of {', '.join(CLIP_GRAD_NORM_ARGUMENTS)} with a max_norm above 0, "
+            f"such as \"{{'max_norm': 5}}\", not {value!r}"
+        )
+
+
+def check_valid_metric(config) -> None:
+    """``valid_metric`` is one of the values an evaluation computes; RecBole looks it up after the first validation
+    and fails there with a KeyError."""
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.evaluator.register import metrics_dict
+
+    computed = []
+    for metric in config["metrics"]:
+        ranked = issubclass(metrics_dict[metric.lower()], TopkMetric)
+        computed += [f"{metric}@{k}" for k in config["topk"]] if ranked else [metric]
+    given = config["valid_metric"]
+    if not isinstance(given, str) or given.lower() not in {name.lower() for name in computed}:
+        raise UserInputError(
+            f"valid_metric {given!r} is not among what metrics and topk compute: {', '.join(computed)}"
+        )
+
+
 COUNT = NumberKey("a positive whole number", low=1, optional=True)  # ~: no limit
 
 
@@ -220,6 +291,14 @@ class TRSRConfig(Config):
             merge_layer(merged, layer)
         self.external_config_dict = merged
 
+    def _set_default_parameters(self):
+        # RecBole checks metrics, topk, repeatable and loss_type here, raising with a message that is already one line
+        try:
+            super()._set_default_parameters()
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
+            raise UserInputError(str(error).strip()) from None
+        check_valid_metric(self.final_config_dict)
+
     def _init_device(self):
         """RecBole joins an NCCL group here when ``local_rank`` is set, once per config. The processes of
         ``--nproc`` set it, but join their group once each (distributed.join, gloo on the CPU), so this only
@@ -248,6 +327,9 @@ class TRSRConfig(Config):
         final = super()._get_final_config_dict()
         check_eval_args(final.get("eval_args"))
         check_number_keys(final, TRAINING_KEYS)
+        check_flags(final, RECBOLE_FLAGS)
+        check_learner(final)
+        check_clip_grad_norm(final)
         # CE-trained sequential models (SASRec, GRU4Rec, ...) refuse sampled training negatives, which
         # RecBole's defaults always give; only a user's explicit setting keeps them.
         if "train_neg_sample_args" not in self.external_config_dict and final.get("loss_type") == "CE":

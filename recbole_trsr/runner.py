@@ -278,8 +278,14 @@ def run_comparison(
                 f"world_size {processes(config)[1]}: this process is not one of that many ranks; "
                 "run_recbole_trsr.py --nproc=N starts them"
             )
+    for folder in {config["checkpoint_dir"] for _, config in entries}:
+        try:  # RecBole makes it when the model's trainer is built: after the data and, in a comparison, other models
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UserInputError(f"checkpoint_dir '{folder}' cannot be made a folder: {error.strerror}") from None
     retrievers = {retriever_needed(config) for _, config in entries} - {None}
     for retriever in retrievers:
+        get_model_class(retriever)  # an unknown name is that error, not advice to add it to --model
         if retriever not in names:  # only the plain retriever: a variant is another model
             raise UserInputError(NO_RETRIEVER.format(retriever=retriever))
     entries.sort(key=lambda entry: (entry[0] != RANDOM_BASELINE, entry[0] not in retrievers))

@@ -75,11 +75,20 @@ def test_a_variant_cannot_change_what_all_rows_share(capsys, tiny_overrides, key
         ("seed", "1.5", "seed must be a whole number from 0 to 4294967295, not 1.5"),
         ("MAX_ITEM_LIST_LENGTH", "0", "MAX_ITEM_LIST_LENGTH must be a positive whole number, not 0"),
         ("weight_decay", "-0.1", "weight_decay must be a number, 0 or more, not -0.1"),
+        ("reproducibility", "no", "reproducibility must be True or False, not 'no'"),
+        ("learner", "adamx", "learner 'adamx' is not adam, adamw, sgd, adagrad, rmsprop or sparse_adam"),
+        ("valid_metric", "NDCG@11", "valid_metric 'NDCG@11' is not among what metrics and topk compute: Recall@3,"),
+        ("metrics", "[Recall, Foo]", "There is no metric named 'Foo'"),
+        ("topk", "[10, 0]", "topk must be a positive integer or a list of positive integers"),
+        ("repeatable", "False", "Sequential models currently only support repeatable recommendation"),
+        ("clip_grad_norm", "abc", "clip_grad_norm must be ~ or a dict of max_norm, norm_type"),
+        ("clip_grad_norm", "{'max_norm': 0}", "with a max_norm above 0, such as \"{'max_norm': 5}\", not {'max_"),
     ],
 )
 def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_overrides, key, value, fragment):
     # RecBole read each of these with a traceback when the data loaded, the optimizer was made or the first
-    # validation ended; a negative eval_step it took without a word.
+    # validation ended; a negative eval_step, a flag such as "no" (read as on) and an unknown learner (trained as
+    # Adam after a warning) it took.
     code, error = tiny_run(capsys, {**tiny_overrides, key: value})
     assert_one_line_error(code, error, fragment)
     assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
@@ -99,13 +108,38 @@ def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_o
         ("gradient_accumulation_steps", "0", "gradient_accumulation_steps must be a positive whole number, not 0"),
         ("llm_path", "/nowhere/model", "llm_path '/nowhere/model' does not exist"),
         ("llm_path", "someone/uncached-model", "no copy of it is in the local Hugging Face cache"),
-        ("summarizer_llm_path", "/nowhere/summarizer", "llm_path '/nowhere/summarizer' does not exist"),
+        ("summarizer_llm_path", "/nowhere/summarizer", "summarizer_llm_path '/nowhere/summarizer' does not exist"),
+        ("llm_dtype", "float33", "llm_dtype 'float33' is not one of: auto, float32"),
+        ("summarizer_llm_dtype", "half", "summarizer_llm_dtype 'half' is not one of: auto, float32"),
+        ("llm_device", "cuda:7", "llm_device 'cuda:7': this machine has "),
+        ("llm_device", "gpu0", "llm_device 'gpu0' is not auto, cpu, cuda or cuda:<index>"),
+        ("lora_target_modules", "[q_proj,qproj]", "is named 'qproj' ("),
+        ("lora_target_modules", "self_attn", "'self_attn' is a LlamaAttention in "),
+        ("lora_target_modules", "[]", "lora_target_modules must name modules"),
+        ("answer_leading_space", "maybe", "answer_leading_space must be auto, True or False, not 'maybe'"),
+        ("adam_betas", "[0.9]", "adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not [0.9]"),
+        ("compile_layers", "no", "compile_layers must be True or False, not 'no'"),
+        ("llm_attn_implementation", "foo", "llm_attn_implementation 'foo': Specified `attn_implementation=\"foo\"`"),
     ],
 )
 def test_every_model_is_checked_before_the_first_trains(capsys, tiny_llm_overrides, key, value, fragment):  # 12
     code, error = tiny_run(capsys, {**tiny_llm_overrides, key: value}, model="SASRec,LLMTRSR")
     assert_one_line_error(code, error, fragment)
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))  # SASRec never trained
+
+
+def test_summary_users_that_are_not_in_the_dataset(capsys, tiny_llm_overrides):
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "summary_users": "[u1, nobody]"}, model="LLMTRSR")
+    assert_one_line_error(code, error, "summary_users: user 'nobody' is not in dataset tiny")
+
+
+@pytest.mark.parametrize("key", ["output_dir", "checkpoint_dir"])
+def test_a_folder_that_cannot_be_made(capsys, tiny_overrides, tmp_path, key):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    code, error = tiny_run(capsys, {**tiny_overrides, key: str(taken / "below")})
+    assert_one_line_error(code, error, f"{key} '{taken / 'below'}' cannot be made a folder: Not a directory")
+    assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 
 def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8

@@ -42,6 +42,28 @@ def test_training_lowers_the_answer_loss(tiny_llm_overrides):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize(
+    ("targets", "wrapped"),
+    [
+        ("all-linear", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+        ("[q_proj, v_proj]", {"q_proj", "v_proj"}),
+    ],
+)
+def test_lora_wraps_the_layers_lora_target_modules_names(tiny_llm_overrides, targets, wrapped):
+    from recbole.data import create_dataset
+
+    from recbole_trsr.runner import build_config
+
+    overrides = {**tiny_llm_overrides, "summary_mode": "none", "lora_target_modules": targets}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    config.model_class.check_config(config)
+    model = config.model_class(config, create_dataset(config))
+    adapted = {
+        name.split(".lora_A")[0].rsplit(".", 1)[-1] for name, _ in model.llm.named_parameters() if ".lora_A" in name
+    }
+    assert adapted == wrapped  # peft's all-linear: every linear layer but the output layer
+
+
 def test_precompute_then_show_user(capsys, tiny_llm_overrides):
     from recbole_trsr.cli import main
     from tests.conftest import as_arguments
@@ -143,6 +165,8 @@ def test_full_ranking_without_a_retriever(capsys, tiny_llm_overrides):
     assert "none is available; add the retriever to the run (--model=LLMTRSR,SASRec)" in capsys.readouterr().err
     assert main(["--model=LLMTRSR", *arguments, "--retriever_checkpoint=missing.pth"]) == 2
     assert "retriever_checkpoint 'missing.pth': no such file" in capsys.readouterr().err
+    assert main(["--model=LLMTRSR", *arguments, "--retriever=SASRek"]) == 2  # not advice to add SASRek to --model
+    assert "unknown model 'SASRek' (did you mean SASRec?)" in capsys.readouterr().err
 
 
 def test_retriever_checkpoint_of_another_dataset(capsys, tiny_llm_overrides, tmp_path):

@@ -284,6 +284,8 @@ def test_bad_fine_tuning_settings(overrides):
         prepared({**overrides, "finetune": "half"})
     with pytest.raises(UserInputError, match="adam_betas must be two numbers"):
         prepared({**overrides, "adam_betas": "[0.9]"})
+    with pytest.raises(UserInputError, match="adam_betas is given, but learner 'sgd' is not adam or adamw"):
+        prepared({**overrides, "learner": "sgd", "adam_betas": "[0.9, 0.95]"})
 
 
 def test_passes_of_fewer_examples_give_the_batchs_gradient(overrides):

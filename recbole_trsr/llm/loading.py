@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ class LLMSpec:
     device: str = "auto"  # auto: cuda when available
     attn_implementation: str = "sdpa"
     cache_dir: str | None = None  # where converted models are kept; default <user cache>/recbole_trsr
+    prefix: str = field(default="llm_", compare=False, repr=False)  # of the config keys, for their errors
 
     KEYS = ("path", "gguf_file", "dtype", "device", "attn_implementation", "cache_dir")
 
@@ -58,12 +59,25 @@ class LLMSpec:
                 if candidate is not None and _lookup(config, candidate + key) is not None:
                     values[key] = _lookup(config, candidate + key)
                     break
-        return cls(**values)
+        return cls(**values, prefix=prefix)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        key = f"{self.prefix}device '{self.device}'"
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise UserInputError(f"{key} is not auto, cpu, cuda or cuda:<index>") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise UserInputError(f"{key}: this machine has no CUDA device that torch {torch.__version__} can use")
+            if device.index is not None and device.index >= count:
+                raise UserInputError(f"{key}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        elif device.type != "cpu" and device.type != getattr(torch.accelerator.current_accelerator(), "type", None):
+            raise UserInputError(f"{key}: torch {torch.__version__} has no {device.type} device here")
+        return device
 
     def resolved_dtype(self) -> torch.dtype:
         if self.dtype == "auto":
@@ -71,7 +85,7 @@ class LLMSpec:
             # from those of whole prompts by up to 0.047 (H100, default model); float16 kept them within 0.006.
             return torch.float16 if self.resolved_device().type == "cuda" else torch.float32
         if self.dtype not in DTYPES:
-            raise UserInputError(f"llm dtype '{self.dtype}' is not one of: auto, {', '.join(DTYPES)}")
+            raise UserInputError(f"{self.prefix}dtype '{self.dtype}' is not one of: auto, {', '.join(DTYPES)}")
         return DTYPES[self.dtype]
 
 
@@ -187,21 +201,21 @@ def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
     if path.is_dir() and spec.gguf_file:
         gguf_path = path / spec.gguf_file
         if not gguf_path.is_file():
-            raise UserInputError(f"llm_gguf_file '{spec.gguf_file}' is not in the folder {path}")
+            raise UserInputError(f"{spec.prefix}gguf_file '{spec.gguf_file}' is not in the folder {path}")
         return str(converted_folder(gguf_path, spec.cache_dir)), {}
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserInputError(f"llm_path '{spec.path}' is a folder without config.json: not a saved model")
+            raise UserInputError(f"{spec.prefix}path '{spec.path}' is a folder without config.json: not a saved model")
         return str(path), {}
     if spec.path.startswith(("/", ".", "~")) or spec.path.endswith(".gguf"):
-        raise UserInputError(f"llm_path '{spec.path}' does not exist")
+        raise UserInputError(f"{spec.prefix}path '{spec.path}' does not exist")
     extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     if spec.gguf_file:
         require_gguf_package(spec.gguf_file)
     return spec.path, extra  # a hub id: found in the local Hugging Face cache when offline
 
 
-def check_source(spec: LLMSpec, key: str = "llm_path") -> None:
+def check_source(spec: LLMSpec) -> None:
     """Refuse a model that cannot be loaded, before any work: a missing path, or a hub id that is not cached."""
     source, extra = resolve_source(spec)
     if Path(source).exists():
@@ -210,9 +224,26 @@ def check_source(spec: LLMSpec, key: str = "llm_path") -> None:
 
     if not isinstance(try_to_load_from_cache(source, "config.json", cache_dir=None), str):
         raise UserInputError(
-            f"{key} '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is in the "
-            "local Hugging Face cache (nothing is downloaded: download it once, or give a folder)"
+            f"{spec.prefix}path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is in "
+            "the local Hugging Face cache (nothing is downloaded: download it once, or give a folder)"
         )
+
+
+def model_skeleton(spec: LLMSpec):
+    """The spec's model with every weight on the meta device: its modules' names and kinds in a fraction of a
+    second, with no weight read or allocated, for checking settings that name modules before any work. An
+    attention kernel transformers cannot use is one line."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source, extra = resolve_source(spec)
+    model_config = _from_pretrained(AutoConfig, source, spec, **extra)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(model_config, attn_implementation=spec.attn_implementation)
+    except (ValueError, ImportError) as error:  # an attention kernel transformers lacks, or whose package is missing
+        raise UserInputError(
+            f"{spec.prefix}attn_implementation '{spec.attn_implementation}': {str(error).splitlines()[0]}"
+        ) from None
 
 
 def load_tokenizer(spec: LLMSpec):
@@ -268,6 +299,6 @@ def _from_pretrained(auto_class, source, spec, **kwargs):
         return auto_class.from_pretrained(source, **kwargs)
     except OSError as error:
         raise UserInputError(
-            f"llm_path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is "
+            f"{spec.prefix}path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is "
             f"in the local Hugging Face cache ({str(error).splitlines()[0][:160]})"
         ) from error

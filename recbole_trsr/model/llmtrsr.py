@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_trsr.config import NOT_NEGATIVE, POSITIVE, NumberKey, check_number_keys
+from recbole_trsr.config import NOT_NEGATIVE, POSITIVE, NumberKey, check_flags, check_number_keys
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
 from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
 from recbole_trsr.llm.generation import summary_static_cache
-from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm
+from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm, model_skeleton
 from recbole_trsr.llm.memory_halving import HalvingSize
 from recbole_trsr.llm.prompt_fit import PromptFitter, Section
 from recbole_trsr.llm.scoring import (
@@ -33,7 +33,8 @@ from recbole_trsr.llm.scoring import (
     check_one_pass_attention,
     pad,
 )
-from recbole_trsr.model.llmtrsr_trainer import step_settings
+from recbole_trsr.model.llmtrsr_trainer import adam_betas, step_settings
+from recbole_trsr.model.lora_settings import check_lora_targets, lora_config
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
 from recbole_trsr.summary.blocks import SUMMARY_MODES
@@ -81,6 +82,18 @@ NUMBER_KEYS = {
 }
 
 
+# True/False keys: a value such as "no" would otherwise be read by its truth, as on.
+FLAGS = (
+    "summary_numbered",
+    "summary_chat_template",
+    "summary_partial_block",
+    "summary_always_merge",
+    "recent_numbered",
+    "compile_layers",
+    "gradient_checkpointing",
+)
+
+
 def chosen(config, key: str, default: str | None = None) -> str:
     """The value of one of CHOICES' keys (``default`` when it is ~); anything else is one line."""
     value = default if config[key] is None else config[key]
@@ -88,6 +101,16 @@ def chosen(config, key: str, default: str | None = None) -> str:
     if value not in choices:
         raise UserInputError(f"{key} {value!r} is not {', '.join(choices[:-1])} or {choices[-1]}")
     return value
+
+
+def answer_leading_space(config) -> bool | None:
+    """``answer_leading_space``: None (auto: " yes" and " no" when they are single tokens), True or False."""
+    value = config["answer_leading_space"]
+    if value is None or value == "auto":
+        return None
+    if value in (True, False):
+        return bool(value)
+    raise UserInputError(f"answer_leading_space must be auto, True or False, not {value!r}")
 
 
 def score_in_one_pass(config) -> bool:
@@ -107,19 +130,6 @@ def one_pass_attention(config, model=None) -> str:
     return value
 
 
-def lora_config(config):
-    """peft's adapter settings from the ``lora_*`` keys of a config (or of LLMTRSR.yaml, read as a dict)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=config["lora_r"],
-        lora_alpha=config["lora_alpha"],
-        lora_dropout=config["lora_dropout"],
-        target_modules=list(config["lora_target_modules"]),
-        task_type="CAUSAL_LM",
-    )
-
-
 class LLMTRSR(SequentialRecommender):
     """LLM-TRSR's recommender: P(yes) of a LoRA-tuned causal LM ranks the candidates."""
 
@@ -131,6 +141,9 @@ class LLMTRSR(SequentialRecommender):
         for key in CHOICES:
             chosen(config, key, "lora" if key == "finetune" else None)
         check_number_keys(config, NUMBER_KEYS)
+        check_flags(config, FLAGS)
+        answer_leading_space(config)
+        adam_betas(config)
         check_templates(config)
         summary_batch_size(config)  # a bad value ends the run now, not after the summarizer has loaded
         step_settings(config)
@@ -142,9 +155,18 @@ class LLMTRSR(SequentialRecommender):
         one_pass_attention(config)
         if config["compile_layers"]:
             check_layers_compile()
-        check_source(LLMSpec.from_config(config))
+        specs = [LLMSpec.from_config(config)]
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
-            check_source(LLMSpec.from_config(config, "summarizer_llm_", "llm_"), "summarizer_llm_path")
+            specs.append(LLMSpec.from_config(config, "summarizer_llm_", "llm_"))
+        for spec in specs:
+            spec.resolved_dtype()  # and the device, which auto's dtype follows
+            spec.resolved_device()
+            check_source(spec)
+        skeleton = model_skeleton(specs[0])  # the recommender's modules, and its attention kernel checked
+        if len(specs) > 1 and specs[1] != specs[0]:
+            model_skeleton(specs[1])
+        if chosen(config, "finetune", "lora") == "lora":
+            check_lora_targets(config, skeleton)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -176,12 +198,11 @@ class LLMTRSR(SequentialRecommender):
             with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing for a user to do
                 warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
                 self.llm = get_peft_model(base, lora)
-        space = config["answer_leading_space"]
         self.scorer = YesNoScorer(
             self.llm,
             self.tokenizer,
             suffixes_per_row=config["score_suffixes_per_row"],
-            leading_space=None if space in (None, "auto") else bool(space),
+            leading_space=answer_leading_space(config),
             one_pass=score_in_one_pass(config),
             one_pass_attention=one_pass_attention(config, base),
         )

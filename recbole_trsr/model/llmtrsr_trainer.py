@@ -34,6 +34,22 @@ from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.dataset import HISTORY_END
 
 
+def adam_betas(config) -> tuple[float, float] | None:
+    """``adam_betas`` for Adam and AdamW, or None for torch's; anything else is one line."""
+    betas = config["adam_betas"]
+    if betas is None:
+        return None
+    if not (
+        isinstance(betas, (list, tuple))
+        and len(betas) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    ):
+        raise UserInputError(f"adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not {betas!r}")
+    if str(config["learner"]).lower() not in ("adam", "adamw"):
+        raise UserInputError(f"adam_betas is given, but learner '{config['learner']}' is not adam or adamw")
+    return float(betas[0]), float(betas[1])
+
+
 class LLMTRSRTrainer(Trainer):
     splits_batches = True  # on several ranks, each takes whole examples of a batch (see passes)
 
@@ -55,16 +71,10 @@ class LLMTRSRTrainer(Trainer):
     def _build_optimizer(self, **kwargs):
         """RecBole's optimizers, with ``adam_betas`` for Adam and AdamW (the paper's code uses (0.9, 0.95))."""
         optimizer = super()._build_optimizer(**kwargs)
-        betas = self.config["adam_betas"]
+        betas = adam_betas(self.config)
         if betas is not None:
-            if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-                raise UserInputError(f"adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not {betas!r}")
-            if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-                raise UserInputError(
-                    f"adam_betas is given, but learner '{self.config['learner']}' is not adam or adamw"
-                )
             for group in optimizer.param_groups:
-                group["betas"] = tuple(float(b) for b in betas)
+                group["betas"] = betas
         return optimizer
 
     def build_loss_scaler(self) -> torch.amp.GradScaler:

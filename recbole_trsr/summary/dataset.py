@@ -149,8 +149,11 @@ class LLMTRSRDataset(SequentialDataset):
         count that an example of ``datasets`` reads (see ``summary_owner``)."""
         needed: dict = {}
         deepest: dict = {}
-        only = self.config["summary_users"]
-        only = None if not only else {self.token2id(self.uid_field, str(token)) for token in only}
+        only = [str(token) for token in self.config["summary_users"] or []]
+        for token in only:
+            if token not in self.field2token_id[self.uid_field]:
+                raise UserInputError(f"summary_users: user '{token}' is not in dataset {self.dataset_name}")
+        only = None if not only else {self.token2id(self.uid_field, token) for token in only}
         for dataset in datasets:
             users = dataset.inter_feat[self.uid_field].numpy()
             ends = dataset.inter_feat[HISTORY_END].numpy().astype(int)
