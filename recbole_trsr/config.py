@@ -7,6 +7,7 @@ properties/dataset/<dataset>.yaml, the user's --config_files in order, then --ke
 from __future__ import annotations
 
 import ast
+import contextlib
 from dataclasses import dataclass
 
 import yaml
@@ -238,6 +239,15 @@ def positive_count(config, key: str) -> int | None:
     return config[key]
 
 
+@contextlib.contextmanager
+def recboles_refusals():
+    """RecBole's own checks of a config, which raise with a message that is one line already, as one-line errors."""
+    try:
+        yield
+    except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
+        raise UserInputError(" ".join(str(error).split())) from None
+
+
 class TRSRConfig(Config):
     """``recbole.config.Config`` for a model class (RecBole's or the plugin's) with layered properties.
 
@@ -292,12 +302,17 @@ class TRSRConfig(Config):
         self.external_config_dict = merged
 
     def _set_default_parameters(self):
-        # RecBole checks metrics, topk, repeatable and loss_type here, raising with a message that is already one line
-        try:
+        with recboles_refusals():  # metrics, topk, repeatable, loss_type
             super()._set_default_parameters()
-        except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
-            raise UserInputError(str(error).strip()) from None
         check_valid_metric(self.final_config_dict)
+
+    def _set_train_neg_sample_args(self):
+        with recboles_refusals():  # a distribution other than uniform or popularity
+            super()._set_train_neg_sample_args()
+
+    def _set_eval_neg_sample_args(self, phase: str):
+        with recboles_refusals():
+            super()._set_eval_neg_sample_args(phase)
 
     def _init_device(self):
         """RecBole joins an NCCL group here when ``local_rank`` is set, once per config. The processes of

@@ -119,6 +119,7 @@ def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_o
         ("answer_leading_space", "maybe", "answer_leading_space must be auto, True or False, not 'maybe'"),
         ("adam_betas", "[0.9]", "adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not [0.9]"),
         ("compile_layers", "no", "compile_layers must be True or False, not 'no'"),
+        ("summary_backend", "server", "summary_server_url None is not an http:// or https:// address"),
         ("llm_attn_implementation", "foo", "llm_attn_implementation 'foo': Specified `attn_implementation=\"foo\"`"),
     ],
 )
@@ -126,6 +127,30 @@ def test_every_model_is_checked_before_the_first_trains(capsys, tiny_llm_overrid
     code, error = tiny_run(capsys, {**tiny_llm_overrides, key: value}, model="SASRec,LLMTRSR")
     assert_one_line_error(code, error, fragment)
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))  # SASRec never trained
+
+
+@pytest.mark.parametrize(
+    ("negatives", "fragment"),
+    [
+        ("None", "LLMTRSR learns 'no' from sampled negatives: train_neg_sample_args needs a distribution"),
+        ("{'distribution': 'uniform', 'sample_num': 0}", "and a sample_num of 1 or more, not {'distribution'"),
+        ("{'distribution': 'foo', 'sample_num': 3}", "The distribution [foo] of train_neg_sample_args should in"),
+    ],
+)
+def test_llmtrsr_needs_sampled_negatives_to_learn_no(capsys, tiny_llm_overrides, negatives, fragment):
+    # Without them every label is yes, and RecBole's loader gave the loss no label field: a KeyError mid-epoch.
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "train_neg_sample_args": negatives}, model="LLMTRSR")
+    assert_one_line_error(code, error, fragment)
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("LLMTRSR-*"))
+
+
+def test_a_summary_store_whose_folder_cannot_be_made(capsys, tiny_llm_overrides, tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    store = taken / "below" / "summaries.sqlite"
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "summary_store": str(store)}, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, f"summary_store '{store}': its folder cannot be made: Not a directory")
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 
 def test_summary_users_that_are_not_in_the_dataset(capsys, tiny_llm_overrides):

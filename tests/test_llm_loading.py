@@ -130,3 +130,17 @@ def test_attention_on_a_gpu_builds_no_plan_per_shape(default_llm):
     # cuDNN's attention plans each new shape (0.65 s a training pass on an H100); flash and memory-efficient do not.
     model, _ = default_llm
     assert model.device.type == "cuda" and not torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_a_model_cache_that_cannot_be_made(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    spec = LLMSpec(path=str(loading.default_gguf_path()), cache_dir=str(taken / "cache"))
+    with pytest.raises(UserInputError, match=f"the model cache '{taken / 'cache'}' cannot be made a folder"):
+        loading.resolve_source(spec)
+
+
+def test_a_gguf_file_inside_a_model_that_is_one_file_already():
+    # It was ignored without a word: the run trained the default model.
+    with pytest.raises(UserInputError, match="llm_gguf_file 'qwen-q4.gguf' names a file inside llm_path, but llm_path"):
+        loading.resolve_source(LLMSpec(gguf_file="qwen-q4.gguf"))

@@ -134,7 +134,13 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
 
     require_gguf_package(gguf_path)
     logger.info(f"converting {gguf_path} into {target} (once)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(
+            f"the model cache '{target.parent.parent}' cannot be made a folder ({error.strerror}): set llm_cache_dir "
+            "or RECBOLE_TRSR_CACHE to a folder you can write"
+        ) from None
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -193,6 +199,12 @@ def converted_folder(gguf_path: Path, cache_dir: str | None) -> Path:
 
 def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
     """(what to pass to from_pretrained, extra keyword arguments) for a spec."""
+    single_file = spec.path == DEFAULT_LLM or spec.path.endswith(".gguf")
+    if single_file and spec.gguf_file and spec.prefix == "llm_":  # the summarizer's may be llm_gguf_file, inherited
+        raise UserInputError(
+            f"llm_gguf_file '{spec.gguf_file}' names a file inside llm_path, but llm_path '{spec.path}' is one GGUF "
+            "file already: give llm_path the folder or hub repository that holds it"
+        )
     if spec.path == DEFAULT_LLM:
         return str(converted_folder(default_gguf_path(), spec.cache_dir)), {}
     path = Path(spec.path).expanduser()

@@ -37,9 +37,12 @@ from recbole_trsr.model.llmtrsr_trainer import adam_betas, step_settings
 from recbole_trsr.model.lora_settings import check_lora_targets, lora_config
 from recbole_trsr.model.prompt_prefetch import prompt_prefetch
 from recbole_trsr.model.retriever import full_ranking, load_retriever
+from recbole_trsr.summary.backends import check_server_url
 from recbole_trsr.summary.blocks import SUMMARY_MODES
 from recbole_trsr.summary.dataset import HISTORY_END
+from recbole_trsr.summary.factory import store_path
 from recbole_trsr.summary.prompts import numbered
+from recbole_trsr.summary.store import make_store_folder
 from recbole_trsr.templates import check_templates, placeholders
 
 SUFFIX_CACHE_SIZE = 2**16  # candidate suffixes kept tokenized
@@ -113,6 +116,17 @@ def answer_leading_space(config) -> bool | None:
     raise UserInputError(f"answer_leading_space must be auto, True or False, not {value!r}")
 
 
+def check_training_negatives(config) -> None:
+    """LLMTRSR learns its 'no' from sampled negatives; without them every label is 'yes' (and RecBole's loader then
+    has no label field for the loss)."""
+    negatives = config["train_neg_sample_args"] or {}
+    if negatives.get("distribution") in (None, "none") or not POSITIVE.fits(negatives.get("sample_num")):
+        raise UserInputError(
+            "LLMTRSR learns 'no' from sampled negatives: train_neg_sample_args needs a distribution (uniform or "
+            f"popularity) and a sample_num of 1 or more, not {config['train_neg_sample_args']!r}"
+        )
+
+
 def score_in_one_pass(config) -> bool:
     """``score_pass``: one_pass scores as training runs (YesNoScorer.one_pass_answer_states), shared_prefix through
     the prefix's cache."""
@@ -155,6 +169,11 @@ class LLMTRSR(SequentialRecommender):
         one_pass_attention(config)
         if config["compile_layers"]:
             check_layers_compile()
+        check_training_negatives(config)
+        if config["summary_mode"] != "none":
+            make_store_folder(store_path(config))
+            if config["summary_backend"] == "server":
+                check_server_url(config["summary_server_url"])
         specs = [LLMSpec.from_config(config)]
         if config["summary_mode"] != "none" and config["summary_backend"] != "server":
             specs.append(LLMSpec.from_config(config, "summarizer_llm_", "llm_"))

@@ -34,6 +34,11 @@ class TransformersBackend:
         return generate(self.model, self.tokenizer, prompts, self.settings, progress=progress)
 
 
+def check_server_url(base_url) -> None:
+    if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https"):
+        raise UserInputError(f"summary_server_url {base_url!r} is not an http:// or https:// address")
+
+
 class OpenAICompatibleBackend:
     """Generation on a server that speaks the OpenAI chat-completions API (vLLM, llama.cpp's server, TGI).
 
@@ -50,8 +55,7 @@ class OpenAICompatibleBackend:
         timeout: float = 600.0,
         api_key: str | None = None,
     ):
-        if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https"):
-            raise UserInputError(f"summary_server_url {base_url!r} is not an http:// or https:// address")
+        check_server_url(base_url)
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self.model_name = model_name
         self.settings = settings

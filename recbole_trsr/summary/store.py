@@ -51,6 +51,13 @@ class StoredSummary:
     new_tokens: int
 
 
+def make_store_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"summary_store '{path}': its folder cannot be made: {error.strerror}") from None
+
+
 class SummaryStore:
     """Summaries by key. A file that is not an SQLite database, or one written by another program, is
     set aside (renamed ``<name>.corrupt-<time>``) and a new store is started, with a warning saying so;
@@ -58,7 +65,7 @@ class SummaryStore:
 
     def __init__(self, path: str | os.PathLike, rebuild: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_store_folder(self.path)
         try:
             self.connection = self._open_when_free()
         except sqlite3.OperationalError as error:  # locked or unreachable: not damage, so nothing is moved aside
