@@ -137,6 +137,8 @@ def run(args, rest: list[str]) -> int:
     config_files = args.config_files.split()
     check_config_files(config_files)
 
+    if args.show_user is not None and not args.show_user.strip():
+        raise UserInputError("--show_user needs a user token of the dataset, such as --show_user=A1B2C3D4")
     if args.precompute_summaries or args.show_user:
         for model in models:
             config = build_config(model, args.dataset, config_files, overrides)

@@ -238,16 +238,21 @@ class Comparison:
 
 def earlier_rows(csv_path: str) -> list[Row]:
     """The rows of an earlier comparison (its .csv and -users.csv), to be joined by a later run."""
-    users_path = csv_path[: -len(".csv")] + "-users.csv" if csv_path.endswith(".csv") else ""
-    for path in (csv_path, users_path):
-        if not path or not os.path.isfile(path):
-            raise UserInputError(
-                f"--add_to: '{path or csv_path}' does not exist (give a comparison-<dataset>-<time>.csv)"
-            )
-    summary, per_user = pd.read_csv(csv_path), pd.read_csv(users_path, dtype={USER_COLUMN: str})
+    if not csv_path.endswith(".csv"):
+        raise UserInputError(f"--add_to: '{csv_path}' is not a comparison-<dataset>-<time>.csv")
+    users_path = csv_path[: -len(".csv")] + "-users.csv"
+    if not os.path.isfile(csv_path):
+        raise UserInputError(f"--add_to: '{csv_path}' does not exist (give a comparison-<dataset>-<time>.csv)")
+    if not os.path.isfile(users_path):
+        raise UserInputError(f"--add_to: '{users_path}', the per-user values of '{csv_path}', does not exist")
+    not_a_table = f"--add_to: '{csv_path}' is not a comparison table written by run_recbole_trsr.py"
+    try:
+        summary, per_user = pd.read_csv(csv_path), pd.read_csv(users_path, dtype={USER_COLUMN: str})
+    except ValueError as error:  # pandas' ParserError and EmptyDataError, and undecodable bytes
+        raise UserInputError(f"{not_a_table} ({' '.join(str(error).split())})") from None
     missing = {MODEL_COLUMN, BASELINE_COLUMN, "candidates"} - set(summary.columns)
     if missing or {MODEL_COLUMN, USER_COLUMN} - set(per_user.columns):
-        raise UserInputError(f"--add_to: '{csv_path}' is not a comparison table written by run_recbole_trsr.py")
+        raise UserInputError(not_a_table)
     rows = []
     for line in summary.to_dict("records"):
         values = per_user[per_user[MODEL_COLUMN] == line[MODEL_COLUMN]].drop(columns=MODEL_COLUMN)

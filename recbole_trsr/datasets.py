@@ -34,6 +34,22 @@ def required_inter_columns(config) -> list[str]:
     return columns
 
 
+def check_labels(config, inter_file, columns: list[str], loaded: list[str]) -> None:
+    """``eval_args`` mode labeled ranks each user's rows by their label column; without one RecBole's evaluation
+    fails with an IndexError once the first model has trained."""
+    modes = config["eval_args"]["mode"]
+    if "labeled" not in (modes.values() if isinstance(modes, dict) else [modes]):
+        return
+    label = config["LABEL_FIELD"]
+    if label not in columns:
+        raise UserInputError(
+            f"eval_args mode labeled reads each row's '{label}' column, but {inter_file} has none (its columns: "
+            f"{', '.join(columns)}); use uni<N>, pop<N> or full"
+        )
+    if label not in loaded:
+        raise UserInputError(f"eval_args mode labeled reads each row's '{label}' column: add it to load_col's inter")
+
+
 def check_dataset_files(config) -> None:
     """Raise UserInputError unless the .inter file and the configured item text fields are all there."""
     dataset = config["dataset"]
@@ -58,6 +74,7 @@ def check_dataset_files(config) -> None:
         if column not in columns:
             raise UserInputError(f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)})")
     check_atomic_file(inter_file, separator, needed, encoding)
+    check_labels(config, inter_file, columns, needed)
     text_fields = config["item_text_fields"] or []
     if not text_fields:
         return

@@ -142,8 +142,30 @@ def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
     code = main(["--model=GRU4Rec", f"--add_to={first}", *arguments[:-1], "--seed=5"])
     error = capsys.readouterr().err
     assert code == 2 and "candidates" in error and len(error.strip().splitlines()) == 1
-    code = main(["--model=GRU4Rec", f"--add_to={first}.missing", *arguments])
+    code = main(["--model=GRU4Rec", f"--add_to={first.with_name('missing.csv')}", *arguments])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("files", "given", "fragment"),
+    [
+        ({"notes.md": "# notes"}, "notes.md", "'{}' is not a comparison-<dataset>-<time>.csv"),
+        ({"t.csv": "model,best_baseline,candidates\n"}, "t.csv", "the per-user values of '{}', does not exist"),
+        ({"t.csv": "", "t-users.csv": ""}, "t.csv", "'{}' is not a comparison table written by run_recbole_trsr.py ("),
+        ({"t.csv": "a,b\n1,2\n", "t-users.csv": "c\n3\n"}, "t.csv", "'{}' is not a comparison table written by"),
+    ],
+)
+def test_add_to_names_a_file_that_is_not_a_table(tmp_path, files, given, fragment):
+    # A file that exists was reported as missing, and an empty table was a pandas traceback.
+    from recbole_trsr.comparison import earlier_rows
+    from recbole_trsr.errors import UserInputError
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    path = str(tmp_path / given)
+    with pytest.raises(UserInputError) as error:
+        earlier_rows(path)
+    assert fragment.format(path) in str(error.value) and len(str(error.value).splitlines()) == 1
 
 
 def newest_table(overrides: dict) -> Path:

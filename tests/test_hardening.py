@@ -32,6 +32,7 @@ def tiny_run(capsys, overrides, *extra, model="SASRec"):
         ("mode:full", "eval_args must be a dict"),
         ("{'mode': {'valid': 'uni0'}}", "'uni0' is not full"),
         ("{'order': 'XO'}", "order 'XO' is not RO or TO"),
+        ("{'mode': 'labeled'}", "eval_args mode labeled reads each row's 'label' column, but "),
     ],
 )
 def test_eval_args_that_recbole_rejects(capsys, tiny_overrides, value, fragment):  # 7
@@ -151,6 +152,12 @@ def test_a_summary_store_whose_folder_cannot_be_made(capsys, tiny_llm_overrides,
     code, error = tiny_run(capsys, {**tiny_llm_overrides, "summary_store": str(store)}, model="SASRec,LLMTRSR")
     assert_one_line_error(code, error, f"summary_store '{store}': its folder cannot be made: Not a directory")
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+def test_an_empty_show_user_is_not_a_full_run(capsys, tiny_llm_overrides):
+    # --show_user= ran the whole comparison: summaries for every user, then training.
+    code, error = tiny_run(capsys, tiny_llm_overrides, "--show_user=", model="LLMTRSR")
+    assert_one_line_error(code, error, "--show_user needs a user token of the dataset")
 
 
 def test_summary_users_that_are_not_in_the_dataset(capsys, tiny_llm_overrides):
