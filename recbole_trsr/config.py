@@ -143,6 +143,7 @@ def check_number_keys(config, keys: dict[str, NumberKey]) -> None:
 
 POSITIVE = NumberKey("a positive whole number", low=1)
 NOT_NEGATIVE = NumberKey("a whole number, 0 or more")
+ABOVE_ZERO = NumberKey("a number above 0", whole=False, low_open=True)
 
 # RecBole's training keys. RecBole takes any value and fails with a traceback once the value is read (a batch size
 # when the data loads, the learning rate when the optimizer is made, stopping_step after the first validation),
@@ -154,7 +155,7 @@ TRAINING_KEYS = {
     "eval_step": NumberKey("a whole number, 0 or more (0: no validation)"),
     "train_batch_size": POSITIVE,
     "MAX_ITEM_LIST_LENGTH": POSITIVE,
-    "learning_rate": NumberKey("a number above 0", whole=False, low_open=True),
+    "learning_rate": ABOVE_ZERO,
     "weight_decay": NumberKey("a number, 0 or more", whole=False),
 }
 
@@ -203,8 +204,8 @@ def check_clip_grad_norm(config) -> None:
     fits = (
         isinstance(value, dict)
         and set(value) <= set(CLIP_GRAD_NORM_ARGUMENTS)
-        and NumberKey("", whole=False, low_open=True).fits(value.get("max_norm"))
-        and NumberKey("", whole=False, low_open=True).fits(value.get("norm_type", 2.0))
+        and ABOVE_ZERO.fits(value.get("max_norm"))
+        and ABOVE_ZERO.fits(value.get("norm_type", 2.0))
     )
     if not fits:
         raise UserInputError(
@@ -215,9 +216,12 @@ def check_clip_grad_norm(config) -> None:
 
 def check_valid_metric(config) -> None:
     """``valid_metric`` is one of the values an evaluation computes; RecBole looks it up after the first validation
-    and fails there with a KeyError."""
+    and fails there with a KeyError. Without validation (``eval_step: 0``) it is never read."""
     from recbole.evaluator.base_metric import TopkMetric
     from recbole.evaluator.register import metrics_dict
+
+    if not config.get("eval_step"):
+        return
 
     computed = []
     for metric in config["metrics"]:

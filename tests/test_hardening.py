@@ -95,6 +95,16 @@ def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_o
     assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 
+def test_valid_metric_is_needed_only_where_validation_reads_it(tiny_overrides):
+    from recbole_trsr.runner import build_config
+
+    # NDCG@10, valid_metric's default, is not computed
+    overrides = {**tiny_overrides, "topk": "[5]", "significance_metrics": "[NDCG@5]", "eval_step": "0"}
+    assert build_config("SASRec", "tiny", overrides=overrides)["topk"] == [5]
+    with pytest.raises(UserInputError, match="valid_metric 'NDCG@10' is not among what metrics and topk compute"):
+        build_config("SASRec", "tiny", overrides={**overrides, "eval_step": "1"})
+
+
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_trsr.config import NOT_NEGATIVE, POSITIVE, NumberKey, check_flags, check_number_keys
+from recbole_trsr.config import ABOVE_ZERO, NOT_NEGATIVE, POSITIVE, NumberKey, check_flags, check_number_keys
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.item_text import capped_texts
 from recbole_trsr.llm.attention_kernels import training_attention
@@ -78,7 +78,7 @@ NUMBER_KEYS = {
     "max_prompt_tokens": NumberKey("a positive whole number or ~ (the model's context window)", low=1, optional=True),
     "summary_share_timeout": NumberKey("a number of seconds, 0 or more (0 or ~: 1800)", whole=False, optional=True),
     "lora_r": POSITIVE,
-    "lora_alpha": NumberKey("a number above 0", whole=False, low_open=True),
+    "lora_alpha": ABOVE_ZERO,
     "lora_dropout": NumberKey("a number from 0 up to 1, 1 left out", whole=False, high=1),
     "score_suffixes_per_row": POSITIVE,
     "rerank_top_m": POSITIVE,
