@@ -33,17 +33,15 @@ from recbole_trsr.model.prompt_prefetch import PromptsAhead, prefetched, prompt_
 from recbole_trsr.progress import ProgressLog
 from recbole_trsr.summary.dataset import HISTORY_END
 
+BETA = NumberKey("a number in [0, 1)", whole=False, high=1)
+
 
 def adam_betas(config) -> tuple[float, float] | None:
     """``adam_betas`` for Adam and AdamW, or None for torch's; anything else is one line."""
     betas = config["adam_betas"]
     if betas is None:
         return None
-    if not (
-        isinstance(betas, (list, tuple))
-        and len(betas) == 2
-        and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
-    ):
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(BETA.fits(b) for b in betas)):
         raise UserInputError(f"adam_betas must be two numbers in [0, 1), such as [0.9, 0.95], not {betas!r}")
     if str(config["learner"]).lower() not in ("adam", "adamw"):
         raise UserInputError(f"adam_betas is given, but learner '{config['learner']}' is not adam or adamw")
