@@ -59,7 +59,8 @@ def parse_value(text: str):
     return text
 
 
-LS_SPLITS = ("valid_and_test", "valid_only", "test_only")
+# valid_only is RecBole's too, but it leaves nothing to test, and every model of a comparison is tested.
+LS_SPLITS = ("valid_and_test", "test_only")
 
 
 def eval_mode_problem(mode) -> str | None:
@@ -88,14 +89,16 @@ def check_eval_args(eval_args) -> None:
             or (
                 kind == "RS"
                 and isinstance(value, (list, tuple))
-                and len(value) in (2, 3)
-                and all(isinstance(v, (int, float)) and v >= 0 for v in value)
+                and len(value) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
+                and value[0] > 0
+                and value[2] > 0
             )
         )
         if not ok:
             raise UserInputError(
-                f"eval_args split {split!r} is not {{'LS': 'valid_and_test'}} (or valid_only, test_only) "
-                "or {'RS': [train, valid, test] ratios}"
+                f"eval_args split {split!r} is not {{'LS': 'valid_and_test'}} (or test_only) "
+                "or {'RS': [train, valid, test] ratios} with train and test above 0"
             )
     if eval_args.get("order", "RO") not in ("RO", "TO"):
         raise UserInputError(f"eval_args order {eval_args['order']!r} is not RO or TO")

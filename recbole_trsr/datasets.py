@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
+
 from recbole_trsr.atomic_files import check_atomic_file, header_fields
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.property_files import known_datasets
@@ -22,6 +24,26 @@ def atomic_file(config, suffix: str) -> str:
 def read_header(path: str, separator: str, encoding: str = "utf-8") -> list[str]:
     """Column names of an atomic file (the header is ``name:type`` separated by ``separator``), checked."""
     return [name for name, _ in header_fields(path, separator, encoding)]
+
+
+_distinct_values: dict[tuple, set[str]] = {}
+
+
+def distinct_inter_values(config, field: str) -> set[str]:
+    """The distinct values of one column of the run's .inter file, as RecBole reads its tokens; read once per
+    file version."""
+    path = atomic_file(config, "inter")
+    stat = os.stat(path)
+    encoding = config["encoding"] or "utf-8"
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, field, encoding)
+    if key not in _distinct_values:
+        separator = config["field_separator"]
+        column = next(f"{name}:{kind}" for name, kind in header_fields(path, separator, encoding) if name == field)
+        values = pd.read_csv(
+            path, sep=separator, usecols=[column], dtype=str, keep_default_na=False, encoding=encoding
+        )[column]
+        _distinct_values[key] = set(values)
+    return _distinct_values[key]
 
 
 def required_inter_columns(config) -> list[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ast
 import html
+import os
 import re
 
 from recbole_trsr.atomic_files import read_atomic
-from recbole_trsr.datasets import atomic_file
+from recbole_trsr.datasets import atomic_file, distinct_inter_values, read_header
 from recbole_trsr.errors import UserInputError
 
 FIELD_SEPARATOR_IN_TEXT = "; "
@@ -68,8 +69,8 @@ class ItemTexts:
     Empty fields are left out; an item with no text at all renders as the empty string.
     """
 
-    def __init__(self, item_file, text_fields, id_field="item_id", field_separator="\t"):
-        frame = read_atomic(item_file, field_separator)
+    def __init__(self, item_file, text_fields, id_field="item_id", field_separator="\t", encoding="utf-8"):
+        frame = read_atomic(item_file, field_separator, encoding)
         names, types = zip(*(column.split(":", 1) for column in frame.columns), strict=True)
         frame.columns = names
         field_types = dict(zip(names, types, strict=True))
@@ -86,16 +87,24 @@ class ItemTexts:
                     value = readable_sequence(value)
                 if value:
                     parts.append(f"{field}: {value}")
-            self._texts[row[0]] = FIELD_SEPARATOR_IN_TEXT.join(parts)
+            text = FIELD_SEPARATOR_IN_TEXT.join(parts)
+            if self._texts.setdefault(row[0], text) != text:  # a repeated identical row is harmless
+                raise UserInputError(
+                    f"{item_file} has two rows for item '{row[0]}' with different text; keep one row per item"
+                )
 
     @classmethod
     def from_config(cls, config):
-        return cls(
-            atomic_file(config, "item"),
-            config["item_text_fields"] or [],
-            id_field=config["ITEM_ID_FIELD"],
-            field_separator=config["field_separator"],
-        )
+        """The run's item texts, read once per file version and settings (the config check reads them first)."""
+        path = atomic_file(config, "item")
+        stat = os.stat(path)
+        fields = tuple(config["item_text_fields"] or [])
+        settings = (config["ITEM_ID_FIELD"], config["field_separator"], config["encoding"] or "utf-8")
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, fields, settings)
+        if key not in _read:
+            _read.clear()  # one dataset's texts at a time
+            _read[key] = cls(path, fields, *settings)
+        return _read[key]
 
     def __len__(self):
         return len(self._texts)
@@ -109,6 +118,48 @@ class ItemTexts:
     def text(self, token: str) -> str:
         """The item's text; the empty string for an item the .item file does not list."""
         return self._texts.get(token, "")
+
+
+_read: dict[tuple, ItemTexts] = {}
+
+
+def check_item_texts(config) -> str | None:
+    """What a model that reads item text needs, checked before any model of a comparison trains: item_text_fields
+    set, one text per item, and text for the interactions' items. None with text is an error (the LLM would
+    rank by nothing: the two files' item ids differ, or the fields are empty). Some without: the warning to log
+    once the run's logger is set up, returned."""
+    item_file = atomic_file(config, "item")
+    if not config["item_text_fields"]:
+        columns = (
+            f"its columns: {', '.join(read_header(item_file, config['field_separator']))}"
+            if os.path.isfile(item_file)
+            else f"{item_file} does not exist"
+        )
+        raise UserInputError(
+            f"{config['model']} needs item text: set item_text_fields to columns of {config['dataset']}.item "
+            f"({columns}), as --item_text_fields=[a,b] or in properties/dataset/{config['dataset']}.yaml "
+            "(here or in the package) or a --config_files file"
+        )
+    texts = ItemTexts.from_config(config)
+    items = sorted(filter(None, distinct_inter_values(config, config["ITEM_ID_FIELD"])))  # RecBole drops ''.
+    unlisted = [token for token in items if token not in texts]
+    empty = [token for token in items if token in texts and not texts.text(token)]
+    if not unlisted and not empty:
+        return None
+    fields = ", ".join(texts.text_fields)
+    detail = (
+        f"{len(unlisted)} have no row in {item_file}, {len(empty)} an empty {fields}; e.g. item "
+        f"'{(unlisted or empty)[0]}'"
+    )
+    if len(unlisted) + len(empty) == len(items):
+        raise UserInputError(
+            f"none of the {len(items)} items of {config['dataset']}.inter has text ({detail}): check the item ids "
+            "of both files and item_text_fields"
+        )
+    return (
+        f"{len(unlisted) + len(empty)} of the {len(items)} items of {config['dataset']}.inter have no text "
+        f"({detail}): their prompts show none"
+    )
 
 
 def word_boundary_cut(full: str, cut: str) -> str:

@@ -9,13 +9,11 @@ subsets lies inside the larger: summaries made for the evaluated users serve tra
 
 from __future__ import annotations
 
-import os
-
-import pandas as pd
 import torch
+from recbole.data.dataset import SequentialDataset
 
 from recbole_trsr.config import positive_count
-from recbole_trsr.datasets import atomic_file
+from recbole_trsr.datasets import distinct_inter_values
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.subset import ranked_users
 
@@ -24,32 +22,12 @@ TRAIN_USERS = "train_users"
 TRAIN_PREFIXES = "max_train_prefixes"
 
 
-_user_counts: dict[tuple, int] = {}
-
-
-def users_in_file(config) -> int:
-    """Distinct users of the run's .inter file (after max_users), read once per file version."""
-    path = atomic_file(config, "inter")
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _user_counts:
-        user = config["USER_ID_FIELD"]
-        column = next(
-            name
-            for name in pd.read_csv(path, sep=config["field_separator"], nrows=0).columns
-            if name.split(":")[0] == user
-        )
-        users = pd.read_csv(path, sep=config["field_separator"], usecols=[column], dtype=str, keep_default_na=False)
-        _user_counts[key] = users[column].nunique()
-    return _user_counts[key]
-
-
 def check_user_budgets(config) -> None:
     """Refuse bad budget values before any model trains (the datasets check the user counts again, exactly)."""
     positive_count(config, TRAIN_PREFIXES)
     for key in (EVAL_USERS, TRAIN_USERS):
         count = positive_count(config, key)
-        if count is not None and count > (available := users_in_file(config)):
+        if count is not None and count > (available := len(distinct_inter_values(config, config["USER_ID_FIELD"]))):
             raise UserInputError(f"{key}={count} is larger than the {available} users of {config['dataset']}")
 
 
@@ -68,11 +46,34 @@ def keep_users(split, users: torch.Tensor) -> None:
     split.inter_feat = split.inter_feat[torch.isin(split.inter_feat[split.uid_field], users)]
 
 
+def check_splits(config, splits: list) -> None:
+    """Refuse a split that leaves nothing to test or to train on: RecBole trained the model, then failed on an
+    empty test set's result (``None``)."""
+    train, test = splits[0], splits[-1]
+    if len(test) and len(train):
+        return
+    split = config["eval_args"]["split"]
+    name = train.dataset_name
+    if "LS" not in split:
+        part = "test" if not len(test) else "training"
+        raise UserInputError(f"eval_args split {split} leaves the {part} part of {name} empty")
+    # A sequential model's examples are a user's items after the first, so it needs one interaction more.
+    sequential = isinstance(train, SequentialDataset)
+    rows = torch.cat([part.inter_feat[part.uid_field] for part in splits])
+    most = (int(torch.bincount(rows).max()) if len(rows) else 0) + sequential
+    raise UserInputError(
+        f"eval_args split {split} tests no user of {name}: leave-one-out tests users with at least "
+        f"{2 + sequential} interactions{' (for a sequential model)' if sequential else ''}, and the users here "
+        f"have at most {most}"
+    )
+
+
 def restrict_evaluation(config, splits: list) -> list:
     """With ``eval_users`` set, validation and test keep the same seeded users; training is untouched.
 
     The users are picked among the test split's; applying this twice changes nothing.
     """
+    check_splits(config, splits)
     count = positive_count(config, EVAL_USERS)
     if count is None:
         return splits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ def tiny_run(capsys, overrides, *extra, model="SASRec"):
         ("{'mode': {'valid': 'uni0'}}", "'uni0' is not full"),
         ("{'order': 'XO'}", "order 'XO' is not RO or TO"),
         ("{'mode': 'labeled'}", "eval_args mode labeled reads each row's 'label' column, but "),
+        # RecBole trained the model, then failed on the empty test set's result (None) or on the split's length.
+        ("{'split': {'LS': 'valid_only'}}", "eval_args split {'LS': 'valid_only'} is not"),
+        ("{'split': {'RS': [0.8, 0.2, 0]}}", "with train and test above 0"),
+        ("{'split': {'RS': [0, 0.5, 0.5]}}", "with train and test above 0"),
+        ("{'split': {'RS': [0.8, 0.2]}}", "{'RS': [train, valid, test] ratios}"),
     ],
 )
 def test_eval_args_that_recbole_rejects(capsys, tiny_overrides, value, fragment):  # 7
@@ -168,6 +174,28 @@ def test_an_empty_show_user_is_not_a_full_run(capsys, tiny_llm_overrides):
     # --show_user= ran the whole comparison: summaries for every user, then training.
     code, error = tiny_run(capsys, tiny_llm_overrides, "--show_user=", model="LLMTRSR")
     assert_one_line_error(code, error, "--show_user needs a user token of the dataset")
+
+
+def test_show_user_of_any_user_the_split_tests(capsys, tiny_llm_overrides):
+    from recbole_trsr.cli import main
+    from recbole_trsr.subset import ranked_users
+
+    def u1_keeps_two(lines):
+        of_u1 = [line for line in lines if line.startswith("u1\t")]
+        return [line for line in lines if not line.startswith("u1\t")] + of_u1[:2]
+
+    rewrite(inter_file(tiny_llm_overrides), u1_keeps_two)
+    overrides = {**tiny_llm_overrides, "summary_mode": "none", "eval_users": "1"}
+    code, error = tiny_run(capsys, overrides, "--show_user=u1", model="LLMTRSR")
+    assert_one_line_error(
+        code,
+        error,
+        "user 'u1' has no test target: eval_args split {'LS': 'valid_and_test'} holds none out of their 2 interactions",
+    )
+    # A user whom eval_users leaves out of a run's test is shown all the same (an IndexError before).
+    tested = [user for user in ranked_users([f"u{n}" for n in range(40)], 2020) if user != "u1"]
+    assert main(["--model=LLMTRSR", "--dataset=tiny", *as_arguments(overrides), f"--show_user={tested[1]}"]) == 0
+    assert capsys.readouterr().out.startswith(f"user {tested[1]}: ")
 
 
 def test_summary_users_that_are_not_in_the_dataset(capsys, tiny_llm_overrides):
@@ -470,8 +498,69 @@ def test_item_text_reads_as_prose():  # 24
 
 
 def test_the_item_text_error_lists_the_columns(capsys, tiny_llm_overrides):  # 23
-    code, error = tiny_run(capsys, {**tiny_llm_overrides, "item_text_fields": "None"}, model="LLMTRSR")
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "item_text_fields": "None"}, model="SASRec,LLMTRSR")
     assert_one_line_error(code, error, "needs item text", "its columns: item_id, title, categories, brand, price")
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))  # SASRec never trained
+
+
+def first_two_of_each_user(lines):
+    kept, seen = [lines[0]], Counter()
+    for line in lines[1:]:
+        user = line.split("\t")[0]
+        seen[user] += 1
+        if seen[user] <= 2:
+            kept.append(line)
+    return kept
+
+
+def test_users_too_short_to_be_tested(capsys, tiny_overrides):
+    # Leave-one-out holds no user out when each has 2 interactions: RecBole trained, then failed on None.
+    rewrite(inter_file(tiny_overrides), first_two_of_each_user)
+    code, error = tiny_run(capsys, tiny_overrides)
+    assert_one_line_error(
+        code,
+        error,
+        "eval_args split {'LS': 'valid_and_test'} tests no user of tiny: leave-one-out tests users with at least 3 "
+        "interactions (for a sequential model), and the users here have at most 2",
+    )
+    assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+def renamed_items(lines):
+    return [lines[0], *("I" + line[1:] for line in lines[1:])]
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        # ids that differ between the files (here their case): the LLM would rank by nothing, without a word
+        (renamed_items, "none of the 30 items of tiny.inter has text (30 have no row in "),
+        (lambda lines: [*lines, lines[1].replace("deluxe", "basic")], "has two rows for item 'i0' with different text"),
+    ],
+)
+def test_item_text_that_matches_the_interactions_badly(capsys, tiny_llm_overrides, edit, fragment):
+    rewrite(item_file(tiny_llm_overrides), edit)
+    code, error = tiny_run(capsys, tiny_llm_overrides, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, "tiny.item", fragment)
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+def test_item_text_fields_that_are_empty_for_every_item(capsys, tiny_llm_overrides):
+    rewrite(
+        item_file(tiny_llm_overrides),
+        lambda lines: [lines[0], *(line.split("\t")[0] + "\t\t\t\t" for line in lines[1:])],
+    )
+    code, error = tiny_run(capsys, tiny_llm_overrides, model="LLMTRSR")
+    assert_one_line_error(code, error, "none of the 30 items", "0 have no row in", "30 an empty title, categories")
+
+
+def test_items_without_text_are_counted_and_the_run_goes_on(capsys, tiny_llm_overrides):
+    # A repeated identical row is harmless; three items without a row, and the run goes on with a warning.
+    rewrite(item_file(tiny_llm_overrides), lambda lines: [lines[0], lines[1], *lines[1:-3]])
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "epochs": "0"}, model="LLMTRSR")
+    assert code == 0
+    assert "3 of the 30 items of tiny.inter have no text (3 have no row in " in error
+    assert "0 an empty title, categories, brand, price; e.g. item 'i27'): their prompts show none" in error
 
 
 def test_properties_in_the_working_directory_are_read(capsys, tiny_overrides, tmp_path):  # 23

@@ -19,7 +19,7 @@ from recbole.utils import InputType
 
 from recbole_trsr.config import ABOVE_ZERO, NOT_NEGATIVE, POSITIVE, NumberKey, check_flags, check_number_keys
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.item_text import capped_texts
+from recbole_trsr.item_text import capped_texts, check_item_texts
 from recbole_trsr.llm.attention_kernels import training_attention
 from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size, train_examples_per_pass
 from recbole_trsr.llm.generation import summary_static_cache
@@ -170,6 +170,7 @@ class LLMTRSR(SequentialRecommender):
         if config["compile_layers"]:
             check_layers_compile()
         check_training_negatives(config)
+        check_item_texts(config)
         if config["summary_mode"] != "none":
             make_store_folder(store_path(config))
             if config["summary_backend"] == "server":

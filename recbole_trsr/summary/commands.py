@@ -72,12 +72,19 @@ def precompute_in_processes(config, build) -> str:
 def show_user(config, token: str) -> str:
     """One user's blocks, summary, and the prompt for their test target."""
     config.final_config_dict["summary_users"] = [token]
+    config.final_config_dict["eval_users"] = None  # the user asked for, whether or not a run would test them
     dataset = summary_dataset(config)
     if token not in dataset.field2token_id[dataset.uid_field]:
         raise UserInputError(f"user '{token}' is not in dataset {config['dataset']}")
     _, _, test = dataset.build()
     user = dataset.token2id(dataset.uid_field, token)
-    row = (test.inter_feat[dataset.uid_field] == user).nonzero().flatten()[0]
+    rows = (test.inter_feat[dataset.uid_field] == user).nonzero().flatten()
+    if not len(rows):
+        raise UserInputError(
+            f"user '{token}' has no test target: eval_args split {config['eval_args']['split']} holds none out of "
+            f"their {len(dataset.user_sequences[user])} interactions"
+        )
+    row = rows[0]
     end, target = int(test.inter_feat[HISTORY_END][row]), int(test.inter_feat[dataset.iid_field][row])
     history, plan = dataset.plan(user, end)
     tokens = dataset.field2id_token[dataset.iid_field]

@@ -8,7 +8,6 @@ looked up by (user, number of complete blocks before the target).
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import torch
@@ -19,9 +18,8 @@ from recbole.utils import FeatureSource, FeatureType
 from recbole_trsr import user_budget
 from recbole_trsr.candidate_counts import CandidateCounts
 from recbole_trsr.config import positive_count
-from recbole_trsr.datasets import atomic_file, read_header
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.item_text import ItemTexts
+from recbole_trsr.item_text import ItemTexts, check_item_texts
 from recbole_trsr.summary import factory
 from recbole_trsr.summary.blocks import plan_history
 
@@ -46,19 +44,10 @@ class LLMTRSRDataset(SequentialDataset):
     """Sequential dataset whose examples know their full history, for block-aligned summaries."""
 
     def __init__(self, config):
-        if not config["item_text_fields"]:
-            item_file = atomic_file(config, "item")
-            columns = (
-                f"its columns: {', '.join(read_header(item_file, config['field_separator']))}"
-                if os.path.isfile(item_file)
-                else f"{item_file} does not exist"
-            )
-            raise UserInputError(
-                f"{config['model']} needs item text: set item_text_fields to columns of {config['dataset']}.item "
-                f"({columns}), as --item_text_fields=[a,b] or in properties/dataset/{config['dataset']}.yaml "
-                "(here or in the package) or a --config_files file"
-            )
+        gaps = check_item_texts(config)
         super().__init__(config)
+        if gaps:
+            logger.warning(gaps)
         self.item_texts = ItemTexts.from_config(config)
         self.summaries: dict[tuple[int, int], str] = {}
         self.summary_stats = None
