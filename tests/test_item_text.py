@@ -53,6 +53,18 @@ def test_text_fields_come_from_the_dataset_config(tmp_path):
     assert texts.text("1") == "movie_title: Toy Story; release_year: 1995; class: Animation Children's Comedy"
 
 
+def test_item_text_is_read_in_the_files_encoding(tmp_path):
+    # The file checks read --encoding, the item texts read UTF-8: a latin-1 .item passed, then failed to decode.
+    folder = write_tiny_dataset(tmp_path / "data")
+    for path in (folder / "tiny.inter", folder / "tiny.item"):
+        path.write_bytes(
+            path.read_text(encoding="utf-8").replace("Product 1 deluxe", "Produit 1 délicat").encode("latin-1")
+        )
+    overrides = {"data_path": str(tmp_path / "data"), "encoding": "latin-1", "item_text_fields": str(TINY_TEXT_FIELDS)}
+    config = TRSRConfig(get_model_class("SASRec"), "tiny", overrides=overrides)
+    assert ItemTexts.from_config(config).text("i1").startswith("title: Produit 1 délicat; ")
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not (SHARED_DATA / "amazon").is_dir(), reason="../shared/data/amazon is not there")
 def test_real_amazon_items_all_render():

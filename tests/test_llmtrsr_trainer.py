@@ -68,14 +68,8 @@ def test_the_test_uses_the_best_epochs_adapter(overrides):
     assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
 
 
-@pytest.mark.parametrize("prefetch", ["False", "True"])
-def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
-    overrides = {**overrides, "prompt_prefetch": prefetch}
-    trainer, train_data, valid_data = prepared(overrides)
-    trainer.fit(train_data, valid_data, saved=True)
-    uninterrupted = adapter_weights(trainer)
-    batches = len(train_data)
-
+def interrupted_in_the_second_epoch(overrides, batches: int):
+    """The trainer of a run killed at its second epoch's third batch, its resume point written."""
     interrupted, train_data, valid_data = prepared(overrides)
     calls = {"count": 0}
     original = interrupted.passes  # called once per batch, however many passes the batch takes
@@ -89,7 +83,17 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
     interrupted.passes = killed_in_the_second_epoch
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(train_data, valid_data, saved=True)
+    return interrupted
 
+
+@pytest.mark.parametrize("prefetch", ["False", "True"])
+def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch, caplog):
+    overrides = {**overrides, "prompt_prefetch": prefetch}
+    trainer, train_data, valid_data = prepared(overrides)
+    trainer.fit(train_data, valid_data, saved=True)
+    uninterrupted = adapter_weights(trainer)
+
+    interrupted = interrupted_in_the_second_epoch(overrides, len(train_data))
     resumed, train_data, valid_data = prepared({**overrides, "resume_from": interrupted.saved_model_file})
     assert (resumed.start_epoch, resumed.resume_batches) == (1, 2)
     resumed.fit(train_data, valid_data, saved=True)
@@ -97,6 +101,19 @@ def test_an_interrupted_run_resumes_to_the_same_adapter(overrides, prefetch):
     assert final.keys() == uninterrupted.keys()
     assert all(torch.allclose(final[k], uninterrupted[k], atol=1e-6) for k in final)
     assert resumed.saved_model_file == interrupted.saved_model_file
+    assert "settings differ" not in caplog.text
+
+
+def test_resuming_with_other_settings_names_them(overrides, caplog):
+    # The optimizer's saved state would keep the old learning rate without a word: the run would be neither's.
+    _, train_data, _ = prepared(overrides)
+    interrupted = interrupted_in_the_second_epoch(overrides, len(train_data))
+    changed = {"learning_rate": "0.02", "lora_dropout": "0.1", "eval_batch_size": "3", "checkpoint_seconds": "5"}
+    prepared({**overrides, **changed, "resume_from": interrupted.saved_model_file})
+    assert (
+        f"resume_from '{interrupted.saved_model_file}': settings differ from the interrupted run's "
+        "(learning_rate 0.01 -> 0.02; lora_dropout 0.05 -> 0.1): the result will be neither run's"
+    ) in caplog.text  # where and how fast a run works may change
 
 
 @pytest.mark.parametrize(("seconds", "every_step"), [("1e-9", True), ("1e9", False)])
