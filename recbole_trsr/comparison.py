@@ -20,7 +20,7 @@ from recbole_trsr.config import positive_count
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.per_user import USER_COLUMN
 from recbole_trsr.statistics import bootstrap_means, percentile_interval, wilcoxon_p
-from recbole_trsr.whole_files import replaced
+from recbole_trsr.whole_files import replaced, writable_folder
 
 MODEL_COLUMN = "model"
 BASELINE_COLUMN = "baseline"
@@ -191,9 +191,11 @@ class Comparison:
     @classmethod
     def start(cls, output_dir: str, dataset: str) -> Comparison:
         try:
-            os.makedirs(output_dir, exist_ok=True)
+            writable_folder(output_dir)
         except OSError as error:  # before any model trains, not when the first row is written
-            raise UserInputError(f"output_dir '{output_dir}' cannot be made a folder: {error.strerror}") from None
+            raise UserInputError(
+                f"output_dir '{output_dir}' cannot be made a writable folder: {error.strerror}"
+            ) from None
         stem = os.path.join(output_dir, f"comparison-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         taken = 1
         while os.path.exists(f"{stem}.csv" if taken == 1 else f"{stem}-{taken}.csv"):  # two runs in one second

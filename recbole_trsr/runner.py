@@ -32,6 +32,7 @@ from recbole_trsr.seeding import seed_everything
 from recbole_trsr.subset import apply_user_subset
 from recbole_trsr.summary.share import processes
 from recbole_trsr.user_budget import check_user_budgets, restrict_evaluation
+from recbole_trsr.whole_files import writable_folder
 
 RANDOM_BASELINE = "RandomRank"
 
@@ -280,9 +281,11 @@ def run_comparison(
             )
     for folder in {config["checkpoint_dir"] for _, config in entries}:
         try:  # RecBole makes it when the model's trainer is built: after the data and, in a comparison, other models
-            os.makedirs(folder, exist_ok=True)
+            writable_folder(folder)
         except OSError as error:
-            raise UserInputError(f"checkpoint_dir '{folder}' cannot be made a folder: {error.strerror}") from None
+            raise UserInputError(
+                f"checkpoint_dir '{folder}' cannot be made a writable folder: {error.strerror}"
+            ) from None
     retrievers = {retriever_needed(config) for _, config in entries} - {None}
     for retriever in retrievers:
         get_model_class(retriever)  # an unknown name is that error, not advice to add it to --model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 
 STAGING_SUFFIX = ".saving"
 
@@ -15,3 +16,11 @@ def replaced(path):
     staging = f"{path}{STAGING_SUFFIX}"
     yield staging
     os.replace(staging, path)
+
+
+def writable_folder(folder) -> None:
+    """Make ``folder`` and write a file in it, now: a folder that takes no files (a read-only mount, one that
+    another user owns) passed the makedirs and failed the run at its first save, after training. Raises OSError."""
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass

@@ -166,7 +166,9 @@ def test_a_summary_store_whose_folder_cannot_be_made(capsys, tiny_llm_overrides,
     taken.write_text("")
     store = taken / "below" / "summaries.sqlite"
     code, error = tiny_run(capsys, {**tiny_llm_overrides, "summary_store": str(store)}, model="SASRec,LLMTRSR")
-    assert_one_line_error(code, error, f"summary_store '{store}': its folder cannot be made: Not a directory")
+    assert_one_line_error(
+        code, error, f"summary_store '{store}': its folder cannot be made or written: Not a directory"
+    )
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 
@@ -208,8 +210,31 @@ def test_a_folder_that_cannot_be_made(capsys, tiny_overrides, tmp_path, key):
     taken = tmp_path / "a-file"
     taken.write_text("")
     code, error = tiny_run(capsys, {**tiny_overrides, key: str(taken / "below")})
-    assert_one_line_error(code, error, f"{key} '{taken / 'below'}' cannot be made a folder: Not a directory")
+    assert_one_line_error(code, error, f"{key} '{taken / 'below'}' cannot be made a writable folder: Not a directory")
     assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+@pytest.mark.parametrize("key", ["output_dir", "checkpoint_dir", "summary_store"])
+def test_a_folder_that_takes_no_files(capsys, tiny_llm_overrides, tmp_path, monkeypatch, key):
+    # A read-only mount, or a folder of another user, took the makedirs: the run failed at its first save, after
+    # training. The refusal is the kernel's, simulated here (root writes to any folder of tmp_path).
+    import recbole_trsr.whole_files
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    real = recbole_trsr.whole_files.tempfile.TemporaryFile
+
+    def refused(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == read_only:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(recbole_trsr.whole_files.tempfile, "TemporaryFile", refused)
+    value = read_only / "summaries.sqlite" if key == "summary_store" else read_only
+    models = "SASRec,LLMTRSR" if key == "summary_store" else "SASRec"  # LLMTRSR's store is in checkpoint_dir
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, key: str(value)}, model=models)
+    assert_one_line_error(code, error, f"{key} '{value}'", "Permission denied")
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 
 def test_a_damaged_trainer_state_is_one_line(capsys, tiny_llm_overrides):  # 8

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.whole_files import writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ class StoredSummary:
 
 def make_store_folder(path: Path) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        writable_folder(path.parent)
     except OSError as error:
-        raise UserInputError(f"summary_store '{path}': its folder cannot be made: {error.strerror}") from None
+        raise UserInputError(
+            f"summary_store '{path}': its folder cannot be made or written: {error.strerror}"
+        ) from None
 
 
 class SummaryStore:
