@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 import sys
 import time
-
-import yaml
 
 from recbole_trsr import distributed
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
@@ -25,6 +22,7 @@ from recbole_trsr.interruption import (
 from recbole_trsr.model_list import split_model_list
 from recbole_trsr.parallel_models import side_by_side
 from recbole_trsr.processes import run_processes
+from recbole_trsr.property_files import check_config_files
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
 from recbole_trsr.summary.share import processes
@@ -56,21 +54,6 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
             raise UserInputError(f"--{key} is given twice with different values")
         overrides[key] = value
     return overrides
-
-
-def check_config_files(files: list[str]) -> None:
-    for file in files:
-        if not os.path.isfile(file):
-            raise UserInputError(f"config file '{file}' does not exist")
-        try:
-            with open(file, encoding="utf-8") as stream:
-                content = yaml.safe_load(stream)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserInputError(f"config file '{file}' is not valid YAML{where}") from None
-        if content is not None and not isinstance(content, dict):
-            raise UserInputError(f"config file '{file}' must hold key: value pairs")
 
 
 def share_config(model: str, dataset: str, config_files: list, overrides: dict, local_rank: int):
@@ -143,13 +126,16 @@ def run(args, rest: list[str]) -> int:
         for model in models:
             config = build_config(model, args.dataset, config_files, overrides)
             if args.show_user:
-                report = commands.show_user(config, args.show_user)
-            elif processes(config)[0] > 1:
-                build = functools.partial(share_config, model, args.dataset, config_files, overrides)
-                report = commands.precompute_in_processes(config, build)
-            else:
-                report = commands.precompute(config)
-            print(report)
+                print(commands.show_user(config, args.show_user))
+                continue
+            try:
+                if processes(config)[0] > 1:
+                    build = functools.partial(share_config, model, args.dataset, config_files, overrides)
+                    print(commands.precompute_in_processes(config, build))
+                else:
+                    print(commands.precompute(config))
+            except KeyboardInterrupt as interrupt:
+                raise RunInterrupted(commands.interrupted(config), exit_status(interrupt)) from None
         return 0
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
     first_config = build_config(models[0], args.dataset, config_files, overrides)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import yaml
 
 from recbole_trsr.errors import UserInputError
 
@@ -32,7 +35,9 @@ def property_files(model: str, dataset: str, preset: str | None = None) -> list[
             files += [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
     if preset:
         files.append(preset_file(preset))
-    return [str(path) for path in files if path.is_file()]
+    files = [str(path) for path in files if path.is_file()]
+    check_config_files(files)  # a user's own, in the working directory, as --config_files are
+    return files
 
 
 def known_presets() -> list[str]:
@@ -49,3 +54,18 @@ def preset_file(name: str) -> Path:
 def known_datasets() -> list[str]:
     roots = [root for root in (properties_dir(), local_properties_dir()) if root is not None]
     return sorted({path.stem for root in roots for path in (root / "dataset").glob("*.yaml")})
+
+
+def check_config_files(files: list[str]) -> None:
+    for file in files:
+        if not os.path.isfile(file):
+            raise UserInputError(f"config file '{file}' does not exist")
+        try:
+            with open(file, encoding="utf-8") as stream:
+                content = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserInputError(f"config file '{file}' is not valid YAML{where}") from None
+        if content is not None and not isinstance(content, dict):
+            raise UserInputError(f"config file '{file}' must hold key: value pairs")

@@ -362,6 +362,33 @@ def test_each_generated_batch_is_committed(tmp_path):  # 14
     assert len(SummaryStore(store_path)) == 4  # two batches of 2, each committed when it was made
 
 
+def test_a_stopped_precompute_says_where_its_summaries_are(capsys, tiny_llm_overrides, monkeypatch):
+    from recbole_trsr.summary.backends import TransformersBackend
+
+    generate = TransformersBackend.generate
+    calls = []
+
+    def stopped_at_the_second_batch(self, prompts, progress=True):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C, or SIGTERM (which the run raises as one)
+        return generate(self, prompts, progress)
+
+    monkeypatch.setattr(TransformersBackend, "generate", stopped_at_the_second_batch)
+    overrides = {**tiny_llm_overrides, "summary_batch_size": "8"}
+    code, error = tiny_run(capsys, overrides, "--precompute_summaries", model="LLMTRSR")
+    store = Path(overrides["checkpoint_dir"]) / "summaries.sqlite"
+    assert (code, error) == (
+        130,
+        f"run_recbole_trsr.py: interrupted; the summaries made so far are kept in {store}, and the same command "
+        "makes the rest",
+    )  # it said "interrupted", and nothing of the summaries
+    assert len(SummaryStore(store)) == 8
+    monkeypatch.setattr(TransformersBackend, "generate", generate)
+    code, _ = tiny_run(capsys, overrides, "--precompute_summaries", model="LLMTRSR")
+    assert code == 0
+
+
 class Greedy:
     """Like greedy decoding: the same prompt always gives the same text, whichever process asks."""
 
@@ -595,6 +622,19 @@ def test_properties_in_the_working_directory_are_read(capsys, tiny_overrides, tm
     (tmp_path / "properties" / "dataset" / "tiny.yaml").write_text("item_text_fields: [title, brand]\n")
     overrides = {key: value for key, value in tiny_overrides.items() if key != "item_text_fields"}
     assert build_config("SASRec", "tiny", overrides=overrides)["item_text_fields"] == ["title", "brand"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("item_text_fields: [title\n", "is not valid YAML at line 2"), ("- title\n", "must hold key: value pairs")],
+)
+def test_a_property_file_in_the_working_directory_that_is_not_yaml(capsys, tiny_overrides, tmp_path, content, fragment):
+    # As --config_files are checked: RecBole's YAML traceback, or an AttributeError on a list.
+    own = tmp_path / "properties" / "dataset" / "tiny.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text(content)
+    code, error = tiny_run(capsys, tiny_overrides)
+    assert_one_line_error(code, error, f"config file '{own}' {fragment}")
 
 
 def test_without_bars_long_work_logs_its_progress(tiny_llm_overrides, monkeypatch):  # 25

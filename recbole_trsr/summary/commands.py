@@ -43,6 +43,14 @@ def precompute(config) -> str:
     )
 
 
+def interrupted(config) -> str:
+    """What a stopped --precompute_summaries says: each finished batch is in the store, and the same command goes
+    on from there."""
+    return (
+        f"interrupted; the summaries made so far are kept in {store_path(config)}, and the same command makes the rest"
+    )
+
+
 def precompute_share(build, local_rank: int) -> str:
     """One process of ``precompute_in_processes``: its share of the summaries."""
     return precompute(build(local_rank))
