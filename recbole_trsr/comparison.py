@@ -190,12 +190,8 @@ class Comparison:
 
     @classmethod
     def start(cls, output_dir: str, dataset: str) -> Comparison:
-        try:
-            writable_folder(output_dir)
-        except OSError as error:  # before any model trains, not when the first row is written
-            raise UserInputError(
-                f"output_dir '{output_dir}' cannot be made a writable folder: {error.strerror}"
-            ) from None
+        # before any model trains, not when the first row is written
+        writable_folder(output_dir, f"output_dir '{output_dir}' cannot be made a writable folder")
         stem = os.path.join(output_dir, f"comparison-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         taken = 1
         while os.path.exists(f"{stem}.csv" if taken == 1 else f"{stem}-{taken}.csv"):  # two runs in one second

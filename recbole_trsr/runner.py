@@ -280,12 +280,8 @@ def run_comparison(
                 "run_recbole_trsr.py --nproc=N starts them"
             )
     for folder in {config["checkpoint_dir"] for _, config in entries}:
-        try:  # RecBole makes it when the model's trainer is built: after the data and, in a comparison, other models
-            writable_folder(folder)
-        except OSError as error:
-            raise UserInputError(
-                f"checkpoint_dir '{folder}' cannot be made a writable folder: {error.strerror}"
-            ) from None
+        # RecBole makes it when the model's trainer is built: after the data and, in a comparison, other models
+        writable_folder(folder, f"checkpoint_dir '{folder}' cannot be made a writable folder")
     retrievers = {retriever_needed(config) for _, config in entries} - {None}
     for retriever in retrievers:
         get_model_class(retriever)  # an unknown name is that error, not advice to add it to --model

@@ -7,6 +7,8 @@ import contextlib
 import os
 import tempfile
 
+from recbole_trsr.errors import UserInputError
+
 STAGING_SUFFIX = ".saving"
 
 
@@ -18,9 +20,13 @@ def replaced(path):
     os.replace(staging, path)
 
 
-def writable_folder(folder) -> None:
+def writable_folder(folder, refusal: str) -> None:
     """Make ``folder`` and write a file in it, now: a folder that takes no files (a read-only mount, one that
-    another user owns) passed the makedirs and failed the run at its first save, after training. Raises OSError."""
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
+    another user owns) passed the makedirs and failed the run at its first save, after training. Otherwise one
+    line: ``refusal``, then the system's reason."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserInputError(f"{refusal}: {error.strerror}") from None

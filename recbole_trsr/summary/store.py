@@ -53,12 +53,7 @@ class StoredSummary:
 
 
 def make_store_folder(path: Path) -> None:
-    try:
-        writable_folder(path.parent)
-    except OSError as error:
-        raise UserInputError(
-            f"summary_store '{path}': its folder cannot be made or written: {error.strerror}"
-        ) from None
+    writable_folder(path.parent, f"summary_store '{path}': its folder cannot be made or written")
 
 
 class SummaryStore:
