@@ -11,6 +11,7 @@ import time
 from recbole_trsr import distributed
 from recbole_trsr.comparison import Comparison, comparison_settings, earlier_tables, joined_rows
 from recbole_trsr.config import parse_value
+from recbole_trsr.config_keys import file_keys, unread_keys_warning
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.interruption import (
     RunInterrupted,
@@ -19,10 +20,11 @@ from recbole_trsr.interruption import (
     resume_points_since,
     sigterm_stops_the_run,
 )
-from recbole_trsr.model_list import split_model_list
+from recbole_trsr.model_list import model_variant, split_model_list
 from recbole_trsr.parallel_models import side_by_side
 from recbole_trsr.processes import run_processes
 from recbole_trsr.property_files import check_config_files
+from recbole_trsr.registry import get_model_class
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
 from recbole_trsr.summary.share import processes
@@ -119,6 +121,7 @@ def run(args, rest: list[str]) -> int:
         raise UserInputError("--model names no model")
     config_files = args.config_files.split()
     check_config_files(config_files)
+    warn_of_unread_keys(models, config_files, overrides)
 
     if args.show_user is not None and not args.show_user.strip():
         raise UserInputError("--show_user needs a user token of the dataset, such as --show_user=A1B2C3D4")
@@ -151,6 +154,20 @@ def run(args, rest: list[str]) -> int:
     if offset == 0:
         print(reports[0])
     return 0
+
+
+def warn_of_unread_keys(models: list[str], config_files: list[str], overrides: dict) -> None:
+    """A key that nothing reads is named before any work: RecBole would ignore it without a word."""
+    given = [(key, f"--{key}", "--{}") for key in overrides]
+    given += [(key, f"{key} in {file}", "{}") for file in config_files for key in file_keys(file)]
+    model_classes = []
+    for entry in models:
+        name, settings = model_variant(entry)
+        model_classes.append(get_model_class(name))
+        given += [(key, f"{key} in --model entry {entry}", "{}") for key in settings]
+    warning = unread_keys_warning(given, model_classes)
+    if warning:
+        print(f"run_recbole_trsr.py: warning: {warning}", file=sys.stderr)
 
 
 def compare_as_rank(args, models: list, config_files: list, overrides: dict, earlier: list, local_rank: int) -> str:

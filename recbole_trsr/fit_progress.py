@@ -18,6 +18,7 @@ FREE_SETTINGS = frozenset(
         "data_path",
         "summary_store",
         "llm_cache_dir",
+        "summarizer_llm_cache_dir",
         "show_progress",
         "state",
         "checkpoint_seconds",

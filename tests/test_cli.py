@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from recbole_trsr import RandomRank
 from recbole_trsr.cli import main
+from recbole_trsr.registry import register_model
 from tests.conftest import as_arguments
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "run_recbole_trsr.py")
@@ -115,3 +117,74 @@ def test_model_list_with_variants():
 def test_malformed_model_variant(capsys, tiny_overrides, entry):
     assert main([f"--model={entry}", "--dataset=tiny", *as_arguments(tiny_overrides)]) == 2
     assert f"--model entry '{entry}'" in capsys.readouterr().err
+
+
+def test_a_key_nothing_reads_is_named_with_the_key_it_likely_meant(capsys, tiny_overrides, tmp_path):
+    # RecBole ignores a key it does not know: --sumary_mode=none ran hours of summaries without a word.
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("lora_rank: 8\nepochs: 2\n")
+    arguments = [
+        "--model=LLMTRSR[recent_K=3],SASRec",
+        "--dataset=tiny",
+        f"--config_files={config_file}",
+        "--sumary_mode=none",
+        "--Learning_rate=0.1",
+        "--n_layers=1",  # SASRec's, not LLMTRSR's: read by a model of the run
+        "--encoding=utf-8",  # set by no property file, read by RecBole's dataset
+        "--show_user=",  # stops the run at once, after the warning
+        *as_arguments(tiny_overrides),
+    ]
+    code, error = run_cli(capsys, arguments)
+    warning, refusal = error.splitlines()
+    assert warning.startswith("run_recbole_trsr.py: warning: ")
+    for named in [
+        "--sumary_mode (did you mean --summary_mode?)",
+        "--Learning_rate (did you mean --learning_rate?)",
+        f"lora_rank in {config_file} (did you mean lora_r?)",
+        "recent_K in --model entry LLMTRSR[recent_K=3] (did you mean recent_k?)",
+    ]:
+        assert named in warning
+    for read in ["n_layers", "encoding", "epochs", "data_path", "show_progress"]:
+        assert read not in warning
+    assert_one_line_error(code, refusal, "--show_user needs a user token")
+
+
+def test_known_keys_raise_no_warning(capsys, tiny_overrides):
+    code, error = run_cli(
+        capsys,
+        [
+            "--model=LLMTRSR,SASRec,GRU4Rec",
+            "--dataset=tiny",
+            "--show_user=",
+            "--summary_mode=none",
+            "--lora_r=4",
+            *as_arguments(tiny_overrides),
+        ],
+    )
+    assert_one_line_error(code, error, "--show_user needs a user token")
+
+
+class WidthReader(RandomRank):
+    """A model of one's own: the key its own file reads is known."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.width = config["my_width"]
+
+
+def test_a_key_that_a_model_of_ones_own_reads_is_known(capsys, tiny_overrides):
+    register_model(WidthReader)
+    code, error = run_cli(
+        capsys,
+        [
+            "--model=WidthReader",
+            "--dataset=tiny",
+            "--my_width=3",
+            "--my_widht=3",
+            "--show_user=",
+            *as_arguments(tiny_overrides),
+        ],
+    )
+    warning = error.splitlines()[0]
+    assert "--my_widht (did you mean --my_width?)" in warning
+    assert "--my_width " not in warning
