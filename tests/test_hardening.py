@@ -146,6 +146,42 @@ def test_every_model_is_checked_before_the_first_trains(capsys, tiny_llm_overrid
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))  # SASRec never trained
 
 
+def cut_short(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def without(folder: Path, *names: str) -> None:
+    for name in names:
+        (folder / name).unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda folder: cut_short(folder / "model.safetensors"), "model.safetensors cannot be read (Error while"),
+        (lambda folder: without(folder, "model.safetensors"), "holds no weights (model.safetensors or pytorch_model"),
+        (lambda folder: without(folder, "tokenizer.json", "tokenizer_config.json"), "holds no usable tokenizer"),
+        (lambda folder: (folder / "config.json").write_text("{"), "the folder's config.json cannot be read"),
+    ],
+)
+def test_a_damaged_model_folder_is_refused_before_the_first_model_trains(capsys, tiny_llm_overrides, damage, fragment):
+    # A copy or download that stopped: tracebacks once LLMTRSR loaded the model, after the baselines had trained.
+    folder = Path(tiny_llm_overrides["llm_path"])
+    damage(folder)
+    code, error = tiny_run(capsys, tiny_llm_overrides, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, f"llm_path '{folder}': ", fragment)
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+def test_a_file_that_is_not_a_gguf_model(capsys, tiny_llm_overrides, tmp_path):
+    damaged = tmp_path / "model.gguf"
+    damaged.write_bytes(b"not a GGUF file")
+    overrides = {**tiny_llm_overrides, "llm_path": str(damaged), "llm_cache_dir": str(tmp_path / "cache")}
+    code, error = tiny_run(capsys, overrides, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, f"{damaged} cannot be read as a GGUF model (", "a damaged or cut-short file")
+    assert not list((tmp_path / "cache" / "models").iterdir())  # no half-converted folder left
+
+
 @pytest.mark.parametrize(
     ("negatives", "fragment"),
     [

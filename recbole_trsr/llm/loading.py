@@ -7,7 +7,9 @@ into a cache folder (``save_pretrained``) and reloaded from there in under a sec
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -143,9 +145,17 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
         ) from None
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-        take_gguf_special_tokens(gguf_path, tokenizer, model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+            )
+            take_gguf_special_tokens(gguf_path, tokenizer, model)
+        except (ValueError, OSError, KeyError, EOFError) as error:  # what the gguf reader raises on a damaged file
+            raise UserInputError(
+                f"{gguf_path} cannot be read as a GGUF model ({first_line(error)}): a damaged or cut-short file, or "
+                "an architecture that transformers cannot read from GGUF"
+            ) from error
         # The weights are de-quantized floats now; saving them with the GGUF quantizer attached would fail.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -228,8 +238,12 @@ def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
 
 
 def check_source(spec: LLMSpec) -> None:
-    """Refuse a model that cannot be loaded, before any work: a missing path, or a hub id that is not cached."""
+    """Refuse a model that cannot be loaded, before any work: a missing path, a hub id that is not cached, or a
+    local folder whose files cannot serve."""
     source, extra = resolve_source(spec)
+    if Path(source).is_dir():
+        check_model_files(spec, Path(source))
+        return
     if Path(source).exists():
         return
     from huggingface_hub import try_to_load_from_cache
@@ -239,6 +253,52 @@ def check_source(spec: LLMSpec) -> None:
             f"{spec.prefix}path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is in "
             "the local Hugging Face cache (nothing is downloaded: download it once, or give a folder)"
         )
+
+
+def check_model_files(spec: LLMSpec, folder: Path) -> None:
+    """A model folder whose files cannot serve (no weights, a weights file cut short by a copy or download that
+    stopped, no tokenizer) is refused here, before any model of a comparison trains, not when LLMTRSR loads it
+    after the baselines."""
+    stamp = tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in folder.iterdir()))
+    problem = model_files_problem(str(folder), stamp)
+    if problem:
+        raise UserInputError(f"{spec.prefix}path '{spec.path}': {problem}")
+
+
+@functools.lru_cache(maxsize=16)
+def model_files_problem(folder: str, stamp: tuple) -> str | None:
+    """What keeps a model folder from loading, or None; kept per folder and its files' sizes and times, since a run
+    checks its config several times, and the recommender and the summarizer often share one model."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        return f"the folder's config.json cannot be read ({first_line(error)})"
+    index = Path(folder) / "model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"the weights index {index} cannot be read ({first_line(error)}); copy or download it again"
+    weights = [Path(folder) / shard for shard in shards] or sorted(Path(folder).glob("*.safetensors"))
+    if not weights and not list(Path(folder).glob("pytorch_model*.bin")):
+        return f"the folder {folder} holds no weights (model.safetensors or pytorch_model.bin)"
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:  # safetensors' own SafetensorError, or a missing shard
+            return f"the weights file {file} cannot be read ({first_line(error)}); copy or download it again"
+    try:
+        AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        return f"the folder {folder} holds no usable tokenizer ({first_line(error)})"
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 def model_skeleton(spec: LLMSpec):
@@ -310,7 +370,11 @@ def _from_pretrained(auto_class, source, spec, **kwargs):
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except OSError as error:
+        if Path(source).is_dir():
+            raise UserInputError(
+                f"{spec.prefix}path '{spec.path}': the model folder {source} cannot be read ({first_line(error)})"
+            ) from error
         raise UserInputError(
             f"{spec.prefix}path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is "
-            f"in the local Hugging Face cache ({str(error).splitlines()[0][:160]})"
+            f"in the local Hugging Face cache ({first_line(error)})"
         ) from error
