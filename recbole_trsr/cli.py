@@ -28,6 +28,7 @@ from recbole_trsr.registry import get_model_class
 from recbole_trsr.runner import build_config, run_comparison
 from recbole_trsr.summary import commands
 from recbole_trsr.summary.share import processes
+from recbole_trsr.whole_files import WriteFailed
 
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 LITERAL_OPENERS = ("[", "{", "(")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
         print(f"run_recbole_trsr.py: error: {message}", file=sys.stderr)
-        return 2
+        return getattr(error, "status", 2)
     except KeyboardInterrupt as interrupt:
         if args.debug:
             raise
@@ -139,6 +140,8 @@ def run(args, rest: list[str]) -> int:
                     print(commands.precompute(config))
             except KeyboardInterrupt as interrupt:
                 raise RunInterrupted(commands.interrupted(config), exit_status(interrupt)) from None
+            except WriteFailed as failure:
+                raise WriteFailed(commands.interrupted(config, str(failure))) from failure
         return 0
     earlier = earlier_tables(args.add_to.split(",")) if args.add_to else []
     first_config = build_config(models[0], args.dataset, config_files, overrides)
@@ -206,14 +209,15 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
 
     try:
         run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
-    except KeyboardInterrupt as interrupt:
+    except (KeyboardInterrupt, WriteFailed) as stop:  # a full disk stops the run as Ctrl-C does, and keeps as much
         if not first:
             raise
         table = written["to"].paths["csv"] if written else None
         checkpoint_dir = build_config(models[0], args.dataset, config_files, overrides)["checkpoint_dir"]
         points = resume_points_since(checkpoint_dir, started, [run.checkpoint for run in finished])
-        message = interruption_message(models, finished, table, points)
-        raise RunInterrupted(message, exit_status(interrupt)) from None
+        if isinstance(stop, WriteFailed):
+            raise WriteFailed(interruption_message(models, finished, table, points, str(stop))) from stop
+        raise RunInterrupted(interruption_message(models, finished, table, points), exit_status(stop)) from None
     if not first:
         return ""
     return written["markdown"] + "\n\nwritten to " + ", ".join(written["to"].paths.values())

@@ -230,7 +230,8 @@ class Comparison:
             frame.to_csv(staging, index=False)
         with replaced(paths["users"]) as staging:
             per_user_frame(rows).to_csv(staging, index=False)
-        plot_comparison(frame, metrics, paths["png"], title)
+        with replaced(paths["png"]) as staging:
+            plot_comparison(frame, metrics, staging, title)
         return markdown
 
 

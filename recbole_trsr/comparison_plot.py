@@ -80,5 +80,7 @@ def plot_comparison(frame: pd.DataFrame, metrics: list[str], path: str, title: s
     handles, labels = figure.axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=1, frameon=False, fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=DPI, format="png")  # png whatever the name ends in: it is written beside it first
+    finally:
+        plt.close(figure)

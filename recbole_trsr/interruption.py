@@ -66,11 +66,14 @@ def resume_points_since(checkpoint_dir: str, started: float, finished_checkpoint
     return sorted(str(path) for path in files + folders if str(path) not in finished)
 
 
-def interruption_message(models: list[str], finished: list, table: str | None, resume_points: list[str]) -> str:
-    """One line: the rows so far and the arguments of the run that goes on (``finished``: the ModelRuns so far)."""
+def interruption_message(
+    models: list[str], finished: list, table: str | None, resume_points: list[str], cause: str = "interrupted"
+) -> str:
+    """One line: why the run stopped, the rows so far and the arguments of the run that goes on (``finished``: the
+    ModelRuns so far)."""
     done = {run.model for run in finished}
     unfinished = [model for model in models if model not in done]
-    parts = ["interrupted"]
+    parts = [cause]
     if table:
         parts.append(f"rows so far in {table}")
     if unfinished:

@@ -18,6 +18,7 @@ import pandas as pd
 from recbole_trsr.atomic_files import read_atomic
 from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file
+from recbole_trsr.whole_files import remove, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,25 @@ def apply_user_subset(config) -> None:
         item_column = next(c for c in inter.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
         keep = chosen_users(inter[user_column], count, config["seed"])
         inter = inter[inter[user_column].isin(set(keep))]
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
-        write_atomic(inter, staging / f"{dataset}.inter", separator)
-        item_file = Path(atomic_file(config, "item"))
-        if item_file.is_file():
-            items = read_atomic(str(item_file), separator)
-            id_column = next(c for c in items.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
-            write_atomic(items[items[id_column].isin(set(inter[item_column]))], staging / f"{dataset}.item", separator)
-        os.replace(staging, target)
+        staging = folder / ".staging"  # made unique below, once the folder exists
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+            write_atomic(inter, staging / f"{dataset}.inter", separator)
+            item_file = Path(atomic_file(config, "item"))
+            if item_file.is_file():
+                items = read_atomic(str(item_file), separator)
+                id_column = next(c for c in items.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
+                kept_items = items[items[id_column].isin(set(inter[item_column]))]
+                write_atomic(kept_items, staging / f"{dataset}.item", separator)
+            os.replace(staging, target)
+        except OSError as error:
+            failure = write_failure(target, error)  # the space left before the half-written files go
+            remove(staging)
+            if not (target / f"{dataset}.inter").is_file():  # else another process made the same subset first
+                raise failure from error
+        except BaseException:
+            remove(staging)
+            raise
         logger.info(f"wrote a {len(keep)}-user subset of {dataset} ({len(inter)} interactions) to {target}")
     config.final_config_dict["data_path"] = str(target)

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from recbole_trsr.errors import UserInputError
+from recbole_trsr.whole_files import remove, write_failure
 
 BEST, LAST, STATE_FILE, CONFIG_FILE = "best", "last", "trainer_state.pt", "config.yaml"
 
@@ -51,12 +52,22 @@ def replace_folder(staging: Path, final: Path) -> None:
 
 def save(peft_model, folder: Path, name: str, trainer_state: dict | None = None) -> Path:
     """Write the adapter (and the trainer state, for resuming) to ``folder/name``, replacing it whole."""
+    from safetensors import SafetensorError
+
     staging = folder / f"{name}.saving"
     shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
-    if trainer_state is not None:
-        torch.save(trainer_state, staging / STATE_FILE)
-    replace_folder(staging, folder / name)
+    try:
+        peft_model.save_pretrained(staging)
+        if trainer_state is not None:
+            torch.save(trainer_state, staging / STATE_FILE)
+        replace_folder(staging, folder / name)
+    except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, in each writer's own words
+        failure = write_failure(folder / name, error)  # the space left before the half-written folder goes
+        remove(staging)
+        raise failure from error
+    except BaseException:
+        remove(staging)
+        raise
     return folder / name
 
 

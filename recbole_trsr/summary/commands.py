@@ -43,12 +43,10 @@ def precompute(config) -> str:
     )
 
 
-def interrupted(config) -> str:
+def interrupted(config, cause: str = "interrupted") -> str:
     """What a stopped --precompute_summaries says: each finished batch is in the store, and the same command goes
     on from there."""
-    return (
-        f"interrupted; the summaries made so far are kept in {store_path(config)}, and the same command makes the rest"
-    )
+    return f"{cause}; the summaries made so far are kept in {store_path(config)}, and the same command makes the rest"
 
 
 def precompute_share(build, local_rank: int) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.whole_files import writable_folder
+from recbole_trsr.whole_files import writable_folder, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -122,21 +122,26 @@ class SummaryStore:
         for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             chunk = keys[start : start + 500]
             placeholders = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT key, text, prompt_tokens, new_tokens FROM summaries WHERE key IN ({placeholders})", chunk
-            )
+            query = f"SELECT key, text, prompt_tokens, new_tokens FROM summaries WHERE key IN ({placeholders})"
+            try:
+                rows = self.connection.execute(query, chunk).fetchall()
+            except sqlite3.OperationalError as error:  # WAL's shared memory file cannot grow on a full disk
+                raise write_failure(self.path, error, "reading") from error
             for key, text, prompt_tokens, new_tokens in rows:
                 found[key] = StoredSummary(text, prompt_tokens, new_tokens)
         return found
 
     def put_many(self, items: dict[str, StoredSummary]) -> None:
-        """Store and commit at once."""
+        """Store and commit at once. A write that fails (a full disk) rolls back this batch alone."""
         now = time.time()
-        with self.connection:
-            self.connection.executemany(
-                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?)",
-                [(key, s.text, s.prompt_tokens, s.new_tokens, now) for key, s in items.items()],
-            )
+        try:
+            with self.connection:
+                self.connection.executemany(
+                    "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?)",
+                    [(key, s.text, s.prompt_tokens, s.new_tokens, now) for key, s in items.items()],
+                )
+        except sqlite3.OperationalError as error:
+            raise write_failure(self.path, error) from error
 
     def __len__(self) -> int:
         return self.connection.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
