@@ -21,7 +21,7 @@ from recbole_trsr.interruption import (
     sigterm_stops_the_run,
 )
 from recbole_trsr.model_list import model_variant, split_model_list
-from recbole_trsr.parallel_models import side_by_side
+from recbole_trsr.parallel_models import ModelsFailed, side_by_side
 from recbole_trsr.processes import run_processes
 from recbole_trsr.property_files import check_config_files
 from recbole_trsr.registry import get_model_class
@@ -209,14 +209,14 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
 
     try:
         run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
-    except (KeyboardInterrupt, WriteFailed) as stop:  # a full disk stops the run as Ctrl-C does, and keeps as much
+    except (KeyboardInterrupt, WriteFailed, ModelsFailed) as stop:  # each keeps what Ctrl-C keeps, and says so
         if not first:
             raise
         table = written["to"].paths["csv"] if written else None
         checkpoint_dir = build_config(models[0], args.dataset, config_files, overrides)["checkpoint_dir"]
         points = resume_points_since(checkpoint_dir, started, [run.checkpoint for run in finished])
-        if isinstance(stop, WriteFailed):
-            raise WriteFailed(interruption_message(models, finished, table, points, str(stop))) from stop
+        if isinstance(stop, UserInputError):  # a full disk, or models that failed beside others that finished
+            raise type(stop)(interruption_message(models, finished, table, points, str(stop))) from stop
         raise RunInterrupted(interruption_message(models, finished, table, points), exit_status(stop)) from None
     if not first:
         return ""

@@ -76,6 +76,11 @@ def marked(name: str) -> None:
     MARK["entry"] = name
 
 
+class ModelsFailed(UserInputError):
+    """Models of a side-by-side run failed while the others finished: the run's line names the failures, the rows
+    written and the arguments that go on."""
+
+
 def run_side_by_side_models(entries, run_model, on_runs, debug: bool = False) -> None:
     """Each model of ``entries`` in a process of its own, all at once; ``on_runs(runs)`` as each process ends.
     A model that fails does not stop the others: once all have ended, one error names the failures."""
@@ -87,4 +92,4 @@ def run_side_by_side_models(entries, run_model, on_runs, debug: bool = False) ->
             f"{', '.join(name for name, _ in groups[index])}: {reason}" for index, reason in sorted(errors.items())
         )
         others = " (parallel_models: the other models finished, and their rows were written)"
-        raise UserInputError(failures + (others if len(errors) < len(groups) else ""))
+        raise ModelsFailed(failures + (others if len(errors) < len(groups) else ""))

@@ -22,8 +22,8 @@ class WriteFailed(UserInputError):
 
 
 def write_failure(path, error: BaseException, doing: str = "writing") -> WriteFailed:
-    """The one-line error of a failed write: the system's reason (torch's zip writer and safetensors only say that
-    a write went wrong), and the space left on the disk, which tells a full disk from other causes."""
+    """The one-line error of a failed write: the writer's reason, and the space left on the disk, which tells a full
+    disk from other causes (torch's zip writer says only that a write came out short)."""
     detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip()
     detail = (detail.splitlines() or [type(error).__name__])[0][:160]
     try:

@@ -73,6 +73,11 @@ def test_a_model_that_fails_leaves_the_others_to_finish(capsys, tiny_overrides):
         code, error, "GRU4Rec[dropout_prob=2]: ValueError: dropout probability", "the other models finished"
     )
     assert pd.read_csv(table)["model"].unique().tolist() == ["SASRec", "RandomRank"]
+    # what goes on: the failed model alone, its row added to the others' (it said only that they were written)
+    rows = str(table).replace("-users.csv", ".csv")
+    assert error.endswith(
+        f'; rows so far in {rows}; to go on, run it again with --model="GRU4Rec[dropout_prob=2]" --add_to={rows}'
+    )
 
 
 @pytest.mark.parametrize(
