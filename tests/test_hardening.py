@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -170,6 +171,27 @@ def test_a_damaged_model_folder_is_refused_before_the_first_model_trains(capsys,
     damage(folder)
     code, error = tiny_run(capsys, tiny_llm_overrides, model="SASRec,LLMTRSR")
     assert_one_line_error(code, error, f"llm_path '{folder}': ", fragment)
+    assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+def test_a_download_cut_short_in_the_hub_cache_is_refused_before_the_first_model_trains(
+    capsys, tiny_llm_overrides, tmp_path, monkeypatch
+):
+    import huggingface_hub.constants
+
+    from recbole_trsr.llm.loading import LLMSpec, check_source
+
+    # The Hugging Face cache's layout: refs/main names the snapshot that holds the repository's files.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repository = tmp_path / "hub" / "models--someone--tiny"
+    snapshot = repository / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_llm_overrides["llm_path"], snapshot)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text("0" * 40)
+    check_source(LLMSpec(path="someone/tiny"))  # whole: taken
+    cut_short(snapshot / "model.safetensors")
+    code, error = tiny_run(capsys, {**tiny_llm_overrides, "llm_path": "someone/tiny"}, model="SASRec,LLMTRSR")
+    assert_one_line_error(code, error, "llm_path 'someone/tiny': the weights file ", " cannot be read (Error while")
     assert not list(Path(tiny_llm_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
 
 

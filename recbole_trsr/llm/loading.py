@@ -239,7 +239,7 @@ def resolve_source(spec: LLMSpec) -> tuple[str, dict]:
 
 def check_source(spec: LLMSpec) -> None:
     """Refuse a model that cannot be loaded, before any work: a missing path, a hub id that is not cached, or a
-    local folder whose files cannot serve."""
+    local folder or cached download whose files cannot serve."""
     source, extra = resolve_source(spec)
     if Path(source).is_dir():
         check_model_files(spec, Path(source))
@@ -248,11 +248,14 @@ def check_source(spec: LLMSpec) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(source, "config.json", cache_dir=None), str):
+    cached = try_to_load_from_cache(source, "config.json", cache_dir=None)
+    if not isinstance(cached, str):
         raise UserInputError(
             f"{spec.prefix}path '{spec.path}' is neither a local model folder nor a GGUF file, and no copy of it is in "
             "the local Hugging Face cache (nothing is downloaded: download it once, or give a folder)"
         )
+    if not extra:  # the cached snapshot, as a folder (a GGUF file inside a repository is checked as it converts)
+        check_model_files(spec, Path(cached).parent)
 
 
 def check_model_files(spec: LLMSpec, folder: Path) -> None:
