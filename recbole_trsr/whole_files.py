@@ -9,9 +9,14 @@ import os
 import shutil
 import tempfile
 
-from recbole_trsr.errors import UserInputError
+from safetensors import SafetensorError
+
+from recbole_trsr.errors import UserInputError, first_line
 
 STAGING_SUFFIX = ".saving"
+RETIRED_SUFFIX = ".old"
+# How each writer reports a full disk: Python, torch's zip writer (a RuntimeError), safetensors (its own error).
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 class WriteFailed(UserInputError):
@@ -24,8 +29,7 @@ class WriteFailed(UserInputError):
 def write_failure(path, error: BaseException, doing: str = "writing") -> WriteFailed:
     """The one-line error of a failed write: the writer's reason, and the space left on the disk, which tells a full
     disk from other causes (torch's zip writer says only that a write came out short)."""
-    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip()
-    detail = (detail.splitlines() or [type(error).__name__])[0][:160]
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
     try:
         free = f"; {shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.1f} MiB free on its disk"
     except OSError:
@@ -42,15 +46,28 @@ def remove(path) -> None:
             os.remove(path)
 
 
+def swap_in(staging, path) -> None:
+    """``staging`` in place of ``path``; a folder, which cannot replace another in one step, via ``<path>.old``."""
+    if not (os.path.isdir(staging) and os.path.exists(path)):
+        os.replace(staging, path)
+        return
+    retired = f"{path}{RETIRED_SUFFIX}"
+    remove(retired)
+    os.replace(path, retired)
+    os.replace(staging, path)
+    remove(retired)
+
+
 @contextlib.contextmanager
 def replaced(path):
-    """A staging path to write; once the block ends without an error, it replaces ``path``. A write that fails
-    (OSError, or torch's RuntimeError for a full disk) leaves ``path`` as it was and raises WriteFailed."""
+    """A staging path to write, a file or a folder; once the block ends without an error, it replaces ``path``. A
+    write that fails (WRITE_ERRORS) leaves ``path`` as it was and raises WriteFailed."""
     staging = f"{path}{STAGING_SUFFIX}"
+    remove(staging)  # a half-written one, from a run killed while saving
     try:
         yield staging
-        os.replace(staging, path)
-    except (OSError, RuntimeError) as error:
+        swap_in(staging, path)
+    except WRITE_ERRORS as error:
         failure = write_failure(path, error)  # the space left before the half-written file goes
         remove(staging)
         raise failure from error

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_trsr.errors import UserInputError
+from recbole_trsr.errors import UserInputError, first_line
 from recbole_trsr.llm.attention_kernels import avoid_planned_attention
 from recbole_trsr.memory import keep_freed_memory
 
@@ -298,10 +298,6 @@ def model_files_problem(folder: str, stamp: tuple) -> str | None:
     except (OSError, ValueError) as error:
         return f"the folder {folder} holds no usable tokenizer ({first_line(error)})"
     return None
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 def model_skeleton(spec: LLMSpec):

@@ -13,14 +13,13 @@ safetensors, and the trainer state holds only tensors and plain values (torch.lo
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
 from recbole_trsr.errors import UserInputError
-from recbole_trsr.whole_files import remove, write_failure
+from recbole_trsr.whole_files import replaced
 
 BEST, LAST, STATE_FILE, CONFIG_FILE = "best", "last", "trainer_state.pt", "config.yaml"
 
@@ -42,32 +41,12 @@ def write_config(folder: Path, config) -> None:
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(settings, sort_keys=True))
 
 
-def replace_folder(staging: Path, final: Path) -> None:
-    retired = final.with_name(final.name + ".old")
-    if final.exists():
-        final.rename(retired)
-    staging.rename(final)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def save(peft_model, folder: Path, name: str, trainer_state: dict | None = None) -> Path:
     """Write the adapter (and the trainer state, for resuming) to ``folder/name``, replacing it whole."""
-    from safetensors import SafetensorError
-
-    staging = folder / f"{name}.saving"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with replaced(folder / name) as staging:
         peft_model.save_pretrained(staging)
         if trainer_state is not None:
-            torch.save(trainer_state, staging / STATE_FILE)
-        replace_folder(staging, folder / name)
-    except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, in each writer's own words
-        failure = write_failure(folder / name, error)  # the space left before the half-written folder goes
-        remove(staging)
-        raise failure from error
-    except BaseException:
-        remove(staging)
-        raise
+            torch.save(trainer_state, Path(staging) / STATE_FILE)
     return folder / name
 
 
