@@ -269,7 +269,8 @@ class TRSRConfig(Config):
     def __init__(self, model_class, dataset, config_file_list=None, overrides=None):
         self._overrides = dict(overrides or {})
         preset = self._overrides.get("preset")
-        files = property_files(model_class.__name__, dataset, preset) + list(config_file_list or [])
+        config_file_list = list(config_file_list or [])
+        files = property_files(model_class.__name__, dataset, preset, config_file_list) + config_file_list
         super().__init__(model=model_class, dataset=dataset, config_file_list=files)
         if self.final_config_dict.get("eval_batch_size") == "auto":  # RecBole has read the device and eval modes
             from recbole_trsr.llm.device_batches import eval_batch_size

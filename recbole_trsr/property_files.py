@@ -26,18 +26,35 @@ def local_properties_dir() -> Path | None:
     return local if local.is_dir() and local.resolve() != properties_dir().resolve() else None
 
 
-def property_files(model: str, dataset: str, preset: str | None = None) -> list[str]:
+def property_files(model: str, dataset: str, preset: str | None = None, config_files=()) -> list[str]:
     """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high: the
-    package's own, then the working directory's ``properties/`` above them; then presets/<preset>.yaml."""
+    package's own, then the working directory's ``properties/`` above them; then presets/<preset>.yaml. Without
+    ``preset`` (the command line's), the preset is the last one these files or ``config_files`` name."""
     files = []
     for root in (properties_dir(), local_properties_dir()):
         if root is not None:
             files += [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
-    if preset:
-        files.append(preset_file(preset))
     files = [str(path) for path in files if path.is_file()]
     check_config_files(files)  # a user's own, in the working directory, as --config_files are
+    if preset is None:
+        preset = preset_in([*files, *config_files])
+    if preset:
+        files.append(str(preset_file(preset)))
     return files
+
+
+def preset_in(files: list[str]) -> str | None:
+    """The ``preset`` of the last YAML file that sets one (``~`` included); a file that cannot be read has none here
+    (its own check names it)."""
+    preset = None
+    for file in files:
+        try:
+            values = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(values, dict) and "preset" in values:
+            preset = values["preset"]
+    return None if preset is None else str(preset)
 
 
 def known_presets() -> list[str]:

@@ -6,6 +6,7 @@ import pytest
 
 from recbole_trsr import property_files
 from recbole_trsr.config import TRSRConfig
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.registry import get_model_class
 
 
@@ -38,6 +39,24 @@ def test_layers_override_in_order(layered_properties):
         "config_file",
         "command_line",
     ]
+
+
+def test_a_preset_named_in_a_config_file_or_local_properties_applies_below_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    llmtrsr = get_model_class("LLMTRSR")
+    user_file = tmp_path / "mine.yaml"
+    user_file.write_text("preset: paper\nrecent_k: 7\n")
+    config = TRSRConfig(llmtrsr, "amazon", [str(user_file)])
+    assert (config["recent_numbered"], config["answer_leading_space"], config["recent_k"]) == (False, False, 7)
+    assert TRSRConfig(llmtrsr, "amazon", [str(user_file)], {"recent_k": "3"})["recent_k"] == 3
+    (tmp_path / "properties").mkdir()
+    (tmp_path / "properties" / "overall.yaml").write_text("preset: paper\n")
+    assert TRSRConfig(llmtrsr, "amazon")["recent_k"] == 5
+    user_file.write_text("preset: ~\n")  # a later file takes the local one back
+    assert TRSRConfig(llmtrsr, "amazon", [str(user_file)])["recent_k"] == 10
+    user_file.write_text("preset: papr\n")
+    with pytest.raises(UserInputError, match="unknown preset 'papr'"):
+        TRSRConfig(llmtrsr, "amazon", [str(user_file)])
 
 
 def test_paper_protocol_is_the_default():

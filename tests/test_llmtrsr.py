@@ -318,6 +318,29 @@ def test_the_candidates_of_a_batch_tokenized_together_match_one_example_at_a_tim
         assert f"Likes gadgets, {user}." in model.tokenizer.decode(prefix)
 
 
+def test_a_history_over_its_budget_shows_its_newest_items_whole_under_the_header(tiny_llm_overrides):
+    from recbole.data import create_dataset
+
+    from recbole_trsr.runner import build_config, prepare_data
+    from recbole_trsr.summary.prompts import numbered
+
+    overrides = {**tiny_llm_overrides, "summary_mode": "none", "recent_max_tokens": "80"}
+    config = build_config("LLMTRSR", "tiny", overrides=overrides)
+    _, _, test_data = prepare_data(config, create_dataset(config))
+    model = config.model_class(config, test_data._dataset)
+    split = test_data._dataset
+    users, ends = split.inter_feat["user_id"].tolist(), split.inter_feat["history_end"].long().tolist()
+    for user, end in list(zip(users, ends, strict=True))[:6]:
+        texts = [model.item_text(item) for item in split.prompt_parts(user, end)[1]]
+        prefix, _ = model.request(user, end, [1])
+        shown = model.tokenizer.decode(prefix).split("[Recent Items]\n", 1)[1].split("[Next Item]")[0]
+        lines = shown.removesuffix("\n").split("\n")
+        assert lines == numbered(texts[-len(lines) :]).split("\n")  # whole items, the newest, numbered from 1
+        assert len(model.fitter.encode(model.recent_section(texts[-len(lines) :]))) <= 80
+        assert len(model.fitter.encode(model.recent_section(texts[-len(lines) - 1 :]))) > 80  # no room for one more
+        assert len(lines) < len(texts)
+
+
 def test_scoring_in_one_pass_gives_the_scores_of_the_shared_prefix(capsys, tiny_llm_overrides):
     from recbole.data import create_dataset
     from recbole.utils import init_seed

@@ -25,7 +25,7 @@ from recbole_trsr.llm.device_batches import eval_batch_size, summary_batch_size,
 from recbole_trsr.llm.generation import summary_static_cache
 from recbole_trsr.llm.loading import LLMSpec, check_source, load_llm, model_skeleton
 from recbole_trsr.llm.memory_halving import HalvingSize
-from recbole_trsr.llm.prompt_fit import PromptFitter, Section
+from recbole_trsr.llm.prompt_fit import PromptFitter, Section, header_tokens
 from recbole_trsr.llm.scoring import (
     YesNoScorer,
     check_flex_attention,
@@ -239,6 +239,10 @@ class LLMTRSR(SequentialRecommender):
         self.missing_summary = config["summary_missing_text"] or ""  # the paper's code writes NULL
         self.recent_numbered = config["recent_numbered"] is not False
         self.budgets = {"summary": config["summary_max_tokens"], "recent": config["recent_max_tokens"]}
+        self.headers = {
+            "summary": header_tokens(self.fitter, self.templates["summary"], "summary"),
+            "recent": header_tokens(self.fitter, self.templates["recent"], "items"),
+        }
         self.capped_text = capped_texts(dataset.item_texts, self.tokenizer, config["item_max_tokens"])
         self.candidate_fields = placeholders(self.templates["candidate"])
         # An item's suffix repeats across prompts and epochs; with per-user counts its keys grow with the users, so
@@ -268,12 +272,25 @@ class LLMTRSR(SequentialRecommender):
         recent = [self.item_text(item) for item in recent]
         sections = [Section(self.templates["instruction"])]
         if summary:
-            sections.append(Section(self.templates["summary"].format(summary=summary), self.budgets["summary"], 1))
+            text = self.templates["summary"].format(summary=summary)
+            sections.append(Section(text, self.budgets["summary"], 1, keep=self.headers["summary"]))
         if recent:
-            items = numbered(recent) if self.recent_numbered else "\n".join(recent)
-            sections.append(Section(self.templates["recent"].format(items=items), self.budgets["recent"], 0))
+            sections.append(
+                Section(
+                    self.recent_section(recent),
+                    self.budgets["recent"],
+                    0,
+                    keep=self.headers["recent"],
+                    lines=recent,
+                    render=self.recent_section,
+                )
+            )
         sections.append(Section(self.templates["next_item"]))
         return sections
+
+    def recent_section(self, texts) -> str:
+        """The recent-items section of these item texts, oldest first (numbered from 1 when recent_numbered)."""
+        return self.templates["recent"].format(items=numbered(texts) if self.recent_numbered else "\n".join(texts))
 
     def candidate_keys(self, user: int, recent: list[int], items: list[int]) -> list[tuple[int, int, int]]:
         """(item, popularity, together) of each candidate: what its text shows for this user."""
@@ -314,16 +331,10 @@ class LLMTRSR(SequentialRecommender):
         ]
         with self.building:
             suffixes = iter(self.encode_candidates([key for example in keys for key in example]))
+            own = [[next(suffixes) for _ in example_keys] for example_keys in keys]
             sections = [self.prefix_sections(summary, recent) for summary, recent in parts]
-            pieces = iter(self.fitter.encode_many([section.text for example in sections for section in example]))
-        requests = []
-        for example_sections, example_keys in zip(sections, keys, strict=True):
-            own = [next(suffixes) for _ in example_keys]
-            prefix = self.fitter.fit_pieces(
-                example_sections, [next(pieces) for _ in example_sections], max(map(len, own))
-            )
-            requests.append((prefix, own))
-        return requests
+            prefixes = self.fitter.fit_prefixes(sections, [max(map(len, example)) for example in own])
+        return list(zip(prefixes, own, strict=True))
 
     def request(self, user: int, history_end: int, items: list[int]) -> tuple[list[int], list[list[int]]]:
         """(prefix ids, suffix ids per item) of one example."""

@@ -192,7 +192,9 @@ class LLMTRSRTrainer(Trainer):
             instance_attribute(self.model, "predict", logged_predict),
             self.prompts_built_ahead(eval_data) as eval_data,
         ):
-            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self.model.fitter.log_truncation(self.logger)
+        return result
 
     @contextlib.contextmanager
     def prompts_built_ahead(self, eval_data):
@@ -398,6 +400,7 @@ class LLMTRSRTrainer(Trainer):
             ahead.close()
         self.resume_batches = 0
         self.save_resume_point(epoch_idx, len(train_data), total_loss)
+        self.model.fitter.log_truncation(self.logger)
         return total_loss
 
 
