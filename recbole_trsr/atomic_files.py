@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 
 import pandas as pd
 
@@ -18,6 +19,12 @@ from recbole_trsr.errors import UserInputError
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 
 _checked: set[tuple] = set()
+# The line breaks of pandas' reader (and RecBole's); str.splitlines also breaks at form feeds, U+2028 and others,
+# which are text inside a value there.
+LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+# csv's default limit of 131,072 characters a field refused a long item description with a parser traceback;
+# item_max_tokens cuts the text afterwards.
+csv.field_size_limit(2**31 - 1)
 
 
 def header_fields(path: str, separator: str, encoding: str = "utf-8") -> list[tuple[str, str]]:
@@ -51,7 +58,7 @@ def decoded_lines(path: str, encoding: str) -> list[str]:
             f"{path} line {line} is not valid {encoding} (byte 0x{byte}); convert the file to {encoding} "
             "or set --encoding"
         ) from None
-    return text.splitlines()
+    return LINE_BREAKS.split(text.removesuffix("\n").removesuffix("\r"))
 
 
 def is_number(value: str) -> bool:

@@ -270,7 +270,10 @@ class TRSRConfig(Config):
         self._overrides = dict(overrides or {})
         preset = self._overrides.get("preset")
         config_file_list = list(config_file_list or [])
-        files = property_files(model_class.__name__, dataset, preset, config_file_list) + config_file_list
+        # a preset is LLMTRSR's setup (its training keys too): the baselines beside it keep their own
+        takes_presets = getattr(model_class, "takes_presets", False)
+        files = property_files(model_class.__name__, dataset, preset, config_file_list, takes_presets)
+        files += config_file_list
         super().__init__(model=model_class, dataset=dataset, config_file_list=files)
         if self.final_config_dict.get("eval_batch_size") == "auto":  # RecBole has read the device and eval modes
             from recbole_trsr.llm.device_batches import eval_batch_size

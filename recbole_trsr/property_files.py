@@ -26,10 +26,13 @@ def local_properties_dir() -> Path | None:
     return local if local.is_dir() and local.resolve() != properties_dir().resolve() else None
 
 
-def property_files(model: str, dataset: str, preset: str | None = None, config_files=()) -> list[str]:
+def property_files(
+    model: str, dataset: str, preset: str | None = None, config_files=(), takes_presets: bool = True
+) -> list[str]:
     """overall.yaml, then model/<model>.yaml and dataset/<dataset>.yaml where they exist, low to high: the
-    package's own, then the working directory's ``properties/`` above them; then presets/<preset>.yaml. Without
-    ``preset`` (the command line's), the preset is the last one these files or ``config_files`` name."""
+    package's own, then the working directory's ``properties/`` above them; then presets/<preset>.yaml for a model
+    that ``takes_presets``. Without ``preset`` (the command line's), the preset is the last one these files or
+    ``config_files`` name."""
     files = []
     for root in (properties_dir(), local_properties_dir()):
         if root is not None:
@@ -39,7 +42,9 @@ def property_files(model: str, dataset: str, preset: str | None = None, config_f
     if preset is None:
         preset = preset_in([*files, *config_files])
     if preset:
-        files.append(str(preset_file(preset)))
+        path = preset_file(preset)  # an unknown name is refused whichever model names it
+        if takes_presets:
+            files.append(str(path))
     return files
 
 

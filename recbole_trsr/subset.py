@@ -6,16 +6,13 @@ plugin's) reads the same users, the same split and the same candidates.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
-from recbole_trsr.atomic_files import read_atomic
+from recbole_trsr.atomic_files import decoded_lines, read_atomic
 from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file
 from recbole_trsr.whole_files import remove, write_failure
@@ -37,8 +34,13 @@ def chosen_users(users, count: int, seed: int) -> list[str]:
     return sorted(ranked_users(users, seed)[:count])
 
 
-def write_atomic(frame: pd.DataFrame, path: Path, separator: str) -> None:
-    frame.to_csv(path, sep=separator, index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
+def write_lines_of(source: Path, target: Path, separator: str, encoding: str, column: str, keep: set[str]) -> None:
+    """The header of ``source`` and its lines whose ``column`` holds a value of ``keep``, as they are: written again
+    through pandas, a backslash in a value came out doubled (its escape character) and numbers could change form."""
+    lines = decoded_lines(str(source), encoding)
+    position = lines[0].rstrip("\r").split(separator).index(column)
+    kept = [line for line in lines[1:] if (values := line.split(separator))[position:] and values[position] in keep]
+    target.write_text("\n".join([lines[0], *kept]) + "\n", encoding=encoding)
 
 
 def apply_user_subset(config) -> None:
@@ -46,17 +48,14 @@ def apply_user_subset(config) -> None:
     count = positive_count(config, "max_users")
     if count is None:
         return
-    dataset, separator = config["dataset"], config["field_separator"]
-    source = Path(atomic_file(config, "inter"))
-    stat = source.stat()
-    folder = (
-        Path(config["checkpoint_dir"])
-        / "subsets"
-        / (f"{dataset}-{count}users-seed{config['seed']}-{stat.st_size}-{int(stat.st_mtime)}")
-    )
+    dataset, separator, encoding = config["dataset"], config["field_separator"], config["encoding"] or "utf-8"
+    source, item_file = Path(atomic_file(config, "inter")), Path(atomic_file(config, "item"))
+    # the files' sizes and times in the name: a subset of an edited .inter or .item file is made afresh
+    stamps = "-".join(f"{stat.st_size}-{int(stat.st_mtime)}" for path in (source, item_file) if (stat := stat_of(path)))
+    folder = Path(config["checkpoint_dir"]) / "subsets" / f"{dataset}-{count}users-seed{config['seed']}-{stamps}"
     target = folder / dataset
     if not (target / f"{dataset}.inter").is_file():
-        inter = read_atomic(str(source), separator)
+        inter = read_atomic(str(source), separator, encoding)
         user_column = next(c for c in inter.columns if c.split(":")[0] == config["USER_ID_FIELD"])
         item_column = next(c for c in inter.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
         keep = chosen_users(inter[user_column], count, config["seed"])
@@ -65,13 +64,13 @@ def apply_user_subset(config) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
-            write_atomic(inter, staging / f"{dataset}.inter", separator)
-            item_file = Path(atomic_file(config, "item"))
+            write_lines_of(source, staging / f"{dataset}.inter", separator, encoding, user_column, set(keep))
             if item_file.is_file():
-                items = read_atomic(str(item_file), separator)
+                items = read_atomic(str(item_file), separator, encoding)
                 id_column = next(c for c in items.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
-                kept_items = items[items[id_column].isin(set(inter[item_column]))]
-                write_atomic(kept_items, staging / f"{dataset}.item", separator)
+                write_lines_of(
+                    item_file, staging / f"{dataset}.item", separator, encoding, id_column, set(inter[item_column])
+                )
             os.replace(staging, target)
         except OSError as error:
             failure = write_failure(target, error)  # the space left before the half-written files go
@@ -83,3 +82,7 @@ def apply_user_subset(config) -> None:
             raise
         logger.info(f"wrote a {len(keep)}-user subset of {dataset} ({len(inter)} interactions) to {target}")
     config.final_config_dict["data_path"] = str(target)
+
+
+def stat_of(path: Path) -> os.stat_result | None:
+    return path.stat() if path.is_file() else None

@@ -251,3 +251,32 @@ def test_markdown_marks_missing_values():
     markdown = markdown_table(frame, ["ndcg@10"], ["ndcg@10"])
     assert "nan" not in markdown and "| -" in markdown
     assert "0.5000 [0.000, 1.000]" in markdown
+
+
+def test_a_user_subset_copies_the_lines_of_its_users_and_follows_edits_of_the_item_file(tiny_overrides):
+    from recbole_trsr.runner import build_config
+
+    source = Path(tiny_overrides["data_path"]) / "tiny"
+    item_lines = (source / "tiny.item").read_text(encoding="utf-8").splitlines()
+    item_lines[1:] = [line.replace("deluxe", 'de\\luxe 5" wide') for line in item_lines[1:]]
+    (source / "tiny.item").write_text("\n".join(item_lines) + "\n", encoding="utf-8")
+
+    def subset_lines(kind: str) -> tuple[Path, list[str]]:
+        folder = Path(build_config("SASRec", "tiny", overrides={**tiny_overrides, "max_users": "12"})["data_path"])
+        return folder, (folder / f"tiny.{kind}").read_text(encoding="utf-8").splitlines()
+
+    folder, inter = subset_lines("inter")
+    source_inter = (source / "tiny.inter").read_text(encoding="utf-8").splitlines()
+    assert inter == [line for line in source_inter if line.split("\t")[0] in {row.split("\t")[0] for row in inter}]
+    assert len({line.split("\t")[0] for line in inter[1:]}) == 12
+    _, items = subset_lines("item")
+    assert items[0] == item_lines[0] and set(items[1:]) <= set(item_lines[1:])  # as written: no doubled backslash
+    assert any('de\\luxe 5" wide' in line for line in items)
+
+    edited = [line.replace('de\\luxe 5" wide', "renamed") for line in item_lines]
+    (source / "tiny.item").write_text("\n".join(edited) + "\n", encoding="utf-8")
+    os.utime(source / "tiny.item", (1, 1))  # an edit within the same second as the first subset
+    again, items = subset_lines("item")
+    assert (
+        again != folder and any("renamed" in line for line in items) and not any("de\\luxe" in line for line in items)
+    )

@@ -59,6 +59,19 @@ def test_a_preset_named_in_a_config_file_or_local_properties_applies_below_them(
         TRSRConfig(llmtrsr, "amazon", [str(user_file)])
 
 
+def test_a_preset_sets_up_llmtrsr_and_leaves_the_baselines_their_settings():
+    """The paper preset holds LLMTRSR's training keys (learning rate 1e-4, 5 epochs, AdamW): --preset=paper beside
+    SASRec trained SASRec with them, without a word."""
+    sasrec = TRSRConfig(get_model_class("SASRec"), "amazon", overrides={"preset": "paper"})
+    plain = TRSRConfig(get_model_class("SASRec"), "amazon")
+    for key in ("learning_rate", "epochs", "learner", "train_batch_size", "weight_decay", "train_neg_sample_args"):
+        assert sasrec[key] == plain[key], key
+    llmtrsr = TRSRConfig(get_model_class("LLMTRSR"), "amazon", overrides={"preset": "paper"})
+    assert (llmtrsr["learning_rate"], llmtrsr["epochs"], llmtrsr["learner"]) == (0.0001, 5, "adamw")
+    with pytest.raises(UserInputError, match="unknown preset 'papr'"):
+        TRSRConfig(get_model_class("SASRec"), "amazon", overrides={"preset": "papr"})
+
+
 def test_paper_protocol_is_the_default():
     config = TRSRConfig(get_model_class("SASRec"), "amazon")
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"}

@@ -105,3 +105,19 @@ def test_its_row_is_a_baseline_trained_on_every_users_training_part(tiny_overrid
     assert row.baseline
     assert row.facts["train_users"] == 40 and row.facts["train_examples"] > 0
     pd.testing.assert_frame_equal(first.per_user, second.per_user)  # no randomness beyond the seed
+
+
+def test_its_metrics_do_not_follow_eval_batch_size(tiny_overrides):
+    """A batch longer than eval_batch_size is scored in parts by RecBole; CountRank's places compare only within
+    the whole of one user's candidates (21 rows here), which a part of 7 rows split."""
+    whole, _ = run_comparison(["CountRank"], "tiny", overrides={**tiny_overrides, "eval_batch_size": "256"})
+    parts, _ = run_comparison(["CountRank"], "tiny", overrides={**tiny_overrides, "eval_batch_size": "7"})
+    pd.testing.assert_frame_equal(whole.per_user, parts.per_user)
+
+
+@pytest.mark.parametrize("value", ["-3", "'abc'"])
+def test_a_recent_k_that_is_not_a_count_is_refused(hand_log, value):
+    from recbole_trsr.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="recent_k must be a whole number, 0 or more"):
+        build_config("CountRank", "hand", overrides={**hand_log, "recent_k": value})

@@ -42,6 +42,22 @@ def test_item_with_no_text_renders_empty(tmp_path):
     assert texts.text("not-listed") == ""
 
 
+def test_form_feeds_line_separators_and_long_values_are_text(tmp_path):
+    """Only \\n and \\r end a line, as in pandas and RecBole; csv's 131,072-character field limit is lifted."""
+    from recbole_trsr.atomic_files import check_atomic_file
+
+    long_title = "very long description " * 10_000
+    item_file = tmp_path / "x.item"
+    item_file.write_text(
+        f"item_id:token\ttitle:token\nA\tpage\x0cbreak\nB\tline\u2028separator\nC\t{long_title}\nD\tlast\n",
+        encoding="utf-8",
+    )
+    check_atomic_file(str(item_file), "\t", ["title"], exact=True)
+    texts = ItemTexts(item_file, ["title"])
+    assert texts.text("A") == "title: page break" and texts.text("B") == "title: line separator"  # prose: one space
+    assert texts.text("C") == f"title: {long_title.strip()}" and texts.text("D") == "title: last"
+
+
 def test_quoted_category_names_read_as_names():
     assert readable_sequence("'Beauty', \"Women's\", 'Eau de Parfum'") == "Beauty, Women's, Eau de Parfum"
     assert readable_sequence("Animation Children's Comedy") == "Animation Children's Comedy"

@@ -13,6 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_trsr.candidate_counts import CandidateCounts
+from recbole_trsr.config import NOT_NEGATIVE, check_number_keys
 from recbole_trsr.model.random_rank import UntrainedTrainer
 
 
@@ -44,6 +45,10 @@ class CountRank(SequentialRecommender):
     input_type = InputType.POINTWISE
     comparison_baseline = True  # a recommender without an LLM: a reference for LLMTRSR's paired tests
 
+    @staticmethod
+    def check_config(config) -> None:
+        check_number_keys(config, {"recent_k": NOT_NEGATIVE})
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.recent_k = config["recent_k"]
@@ -74,7 +79,7 @@ class CountRank(SequentialRecommender):
 
     def predict(self, interaction):
         """Places are comparable within one user's candidates, which RecBole's sampled evaluation keeps together
-        in one batch."""
+        in one batch, and CountRankTrainer scores whole."""
         users, histories = self.rows(interaction)
         items = interaction[self.ITEM_ID].cpu().numpy()
         scores = np.empty(len(items), dtype=np.float32)
@@ -93,3 +98,9 @@ class CountRank(SequentialRecommender):
 class CountRankTrainer(UntrainedTrainer):
     """Nothing to learn: the counts are taken from the training split when the model is built. Its scores depend on
     the user and the item only, so on several ranks each scores its own share of the batches."""
+
+    def _spilt_predict(self, interaction, batch_size):
+        """One call for the whole batch: RecBole cuts a batch longer than ``eval_batch_size`` into parts, which would
+        split a user's candidates, and places from different parts do not compare (the metrics then followed
+        ``eval_batch_size``). CountRank holds no activations, so the batch needs no parts."""
+        return self.model.predict(interaction.to(self.device))

@@ -148,6 +148,7 @@ class LLMTRSR(SequentialRecommender):
     """LLM-TRSR's recommender: P(yes) of a LoRA-tuned causal LM ranks the candidates."""
 
     input_type = InputType.POINTWISE
+    takes_presets = True  # properties/presets/ set up this model; the other models of a run keep their settings
 
     @staticmethod
     def check_config(config) -> None:
