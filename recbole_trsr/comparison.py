@@ -56,8 +56,24 @@ class Settings:
     tested_metrics: list[str]  # lower case, e.g. ['ndcg@10', 'mrr@10']; the first picks the best baseline
 
 
+def check_per_user_metrics(config) -> None:
+    """Every metric gives each test user a value: the table's intervals and paired tests are over users. Item
+    coverage and the like failed in the random ranking's test with a traceback, and GAUC was left out of the table
+    without a word."""
+    from recbole.evaluator.register import metrics_dict
+
+    per_user = [metric.__name__ for metric in metrics_dict.values() if metric.metric_need == ["rec.topk"]]
+    for metric in config["metrics"]:
+        if metrics_dict[metric.lower()].metric_need != ["rec.topk"]:
+            raise UserInputError(
+                f"metrics: {metric} gives no value per test user, which the comparison's intervals and paired tests "
+                f"need; metrics that do: {', '.join(sorted(per_user))}"
+            )
+
+
 def comparison_settings(config) -> Settings:
     """The statistics keys of a config, checked: tested metrics must be among ``metrics`` x ``topk``."""
+    check_per_user_metrics(config)
     resamples = positive_count(config, "bootstrap_resamples")
     tested = config["significance_metrics"]
     if isinstance(tested, str):
@@ -276,6 +292,12 @@ def joined_rows(earlier: list[Row], new: list[Row], joining: str = "this run") -
         raise UserInputError(
             f"--add_to: the earlier table's candidates ({earlier[0].facts['candidates']}) differ from those of "
             f"{joining} ({new[0].facts['candidates']}); use the same dataset, split, seed, max_users and eval_users"
+        )
+    earlier_metrics, new_metrics = metric_columns(earlier), metric_columns(new)
+    if set(earlier_metrics) != set(new_metrics):  # a KeyError once the first row was written, or a metric dropped
+        raise UserInputError(
+            f"--add_to: the earlier table's metrics ({', '.join(earlier_metrics)}) differ from those of {joining} "
+            f"({', '.join(new_metrics)}); use the same metrics and topk"
         )
     latest = {row.model: row for row in new}  # a model run again replaces its earlier row
     return [latest.pop(row.model, row) for row in earlier] + list(latest.values())

@@ -144,6 +144,12 @@ def test_a_later_run_adds_its_rows_to_an_earlier_table(capsys, tiny_overrides):
     assert code == 2 and "candidates" in error and len(error.strip().splitlines()) == 1
     code = main(["--model=GRU4Rec", f"--add_to={first.with_name('missing.csv')}", *arguments])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+    # Other metrics cannot join either (a KeyError traceback, or the new metric left out of the table).
+    for topk in ("[5,10]", "[3,5,10,20]"):
+        assert main(["--model=GRU4Rec", f"--add_to={first}", *arguments, f"--topk={topk}"]) == 2
+        error = capsys.readouterr().err
+        assert "the earlier table's metrics (recall@3, recall@5, recall@10, mrr@3" in error
+        assert "use the same metrics and topk" in error and len(error.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

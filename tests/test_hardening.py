@@ -87,6 +87,8 @@ def test_a_variant_cannot_change_what_all_rows_share(capsys, tiny_overrides, key
         ("learner", "adamx", "learner 'adamx' is not adam, adamw, sgd, adagrad, rmsprop or sparse_adam"),
         ("valid_metric", "NDCG@11", "valid_metric 'NDCG@11' is not among what metrics and topk compute: Recall@3,"),
         ("metrics", "[Recall, Foo]", "There is no metric named 'Foo'"),
+        ("metrics", "[Recall, NDCG, ItemCoverage]", "metrics: ItemCoverage gives no value per test user, which the"),
+        ("metrics", "[NDCG, GAUC]", "metrics: GAUC gives no value per test user, which the comparison's intervals"),
         ("topk", "[10, 0]", "topk must be a positive integer or a list of positive integers"),
         ("repeatable", "False", "Sequential models currently only support repeatable recommendation"),
         ("clip_grad_norm", "abc", "clip_grad_norm must be ~ or a dict of max_norm, norm_type"),
