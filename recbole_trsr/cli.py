@@ -25,7 +25,7 @@ from recbole_trsr.parallel_models import ModelsFailed, side_by_side
 from recbole_trsr.processes import run_processes
 from recbole_trsr.property_files import check_config_files
 from recbole_trsr.registry import get_model_class
-from recbole_trsr.runner import build_config, run_comparison
+from recbole_trsr.runner import ModelBuildFailed, build_config, run_comparison
 from recbole_trsr.summary import commands
 from recbole_trsr.summary.share import processes
 from recbole_trsr.whole_files import WriteFailed
@@ -209,7 +209,7 @@ def compare(args, models: list, config_files: list, overrides: dict, earlier: li
 
     try:
         run_comparison(models, args.dataset, config_files, overrides, on_run=write, debug=args.debug)
-    except (KeyboardInterrupt, WriteFailed, ModelsFailed) as stop:  # each keeps what Ctrl-C keeps, and says so
+    except (KeyboardInterrupt, WriteFailed, ModelsFailed, ModelBuildFailed) as stop:  # each keeps what Ctrl-C keeps
         if not first:
             raise
         table = written["to"].paths["csv"] if written else None

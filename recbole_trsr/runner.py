@@ -19,7 +19,7 @@ from recbole_trsr.comparison import Row, comparison_settings
 from recbole_trsr.config import TRSRConfig
 from recbole_trsr.datasets import check_dataset_files
 from recbole_trsr.distributed_trainer import split_across_ranks
-from recbole_trsr.errors import UserInputError
+from recbole_trsr.errors import UserInputError, first_line
 from recbole_trsr.memory import PeakMemory
 from recbole_trsr.model.adapter_checkpoint import LAST, check_resume_folder, load_trainer_state
 from recbole_trsr.model.retriever import NO_RETRIEVER, check_retriever_checkpoint, full_ranking
@@ -191,7 +191,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         train_data, valid_data, test_data = prepare_data(config, dataset)
         seed_everything(config)  # every rank draws one process's batches
         distributed.seed_dropout(config["seed"])
-        model = config.model_class(config, train_data._dataset).to(config["device"])
+        model = built_model(config, train_data._dataset, label)
         logger.debug(model)
         trainer = split_across_ranks(trainer_class_of(config))(config, model)
 
@@ -234,6 +234,25 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         train_examples=train_examples,
         per_user=per_user.frame(trainer.evaluator) if distributed.current().first else None,  # rank 0 collects
     )
+
+
+class ModelBuildFailed(UserInputError):
+    """A model of the comparison that its settings cannot build, found once the models before it have run."""
+
+
+def built_model(config: TRSRConfig, dataset, label: str | None):
+    """The model of ``config`` on its device. RecBole's models read their hyper-parameters only here, after the
+    models before them in ``--model`` have trained: ``SASRec[hidden_size=abc]`` was a traceback that told neither
+    which entry failed nor how to keep the rows so far."""
+    try:
+        return config.model_class(config, dataset).to(config["device"])
+    except UserInputError as error:
+        raise ModelBuildFailed(str(error)) from error
+    except (TypeError, ValueError, KeyError) as error:
+        name = label or config["model"]
+        raise ModelBuildFailed(
+            f"{name} cannot be built from its settings ({type(error).__name__}: {first_line(error)})"
+        ) from error
 
 
 def check_one_resumes(entries) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -102,6 +103,22 @@ def test_recboles_training_keys_are_checked_before_the_data_loads(capsys, tiny_o
     code, error = tiny_run(capsys, {**tiny_overrides, key: value})
     assert_one_line_error(code, error, fragment)
     assert not list(Path(tiny_overrides["checkpoint_dir"]).glob("SASRec-*.pth"))
+
+
+@pytest.mark.parametrize(
+    ("variant", "fragment"),
+    [
+        ("SASRec[hidden_size=abc]", "SASRec[hidden_size=abc] cannot be built from its settings (TypeError: "),
+        ("SASRec[hidden_size=7;n_heads=2]", "cannot be built from its settings (ValueError: The hidden size (7) is"),
+    ],
+)
+def test_a_model_its_settings_cannot_build_keeps_the_rows_before_it(capsys, tiny_overrides, variant, fragment):
+    # RecBole reads a model's hyper-parameters when it builds the model, after the models before it have trained:
+    # this was a traceback that named neither the entry nor the rows already written.
+    code, error = tiny_run(capsys, tiny_overrides, model=f"GRU4Rec,{variant}")
+    assert_one_line_error(code, error, fragment, "rows so far in ", f'to go on, run it again with --model="{variant}"')
+    (table,) = Path(tiny_overrides["output_dir"]).glob("comparison-tiny-*[0-9].csv")
+    assert pd.read_csv(table)["model"].tolist() == ["GRU4Rec", "RandomRank"]
 
 
 def test_valid_metric_is_needed_only_where_validation_reads_it(tiny_overrides):
