@@ -75,6 +75,9 @@ def check_labels(config, inter_file, columns: list[str], loaded: list[str]) -> N
 def check_dataset_files(config) -> None:
     """Raise UserInputError unless the .inter file and the configured item text fields are all there."""
     dataset = config["dataset"]
+    if not dataset or dataset != os.path.basename(dataset) or dataset in (".", ".."):
+        # RecBole joins it into the data folder and into its log file's name, which then cannot be made
+        raise UserInputError(f"--dataset '{dataset}' must be a folder's name under data_path, not a path")
     folder = config["data_path"]
     inter_file = atomic_file(config, "inter")
     separator = config["field_separator"]
@@ -94,7 +97,9 @@ def check_dataset_files(config) -> None:
     needed = required_inter_columns(config)
     for column in needed:
         if column not in columns:
-            raise UserInputError(f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)})")
+            raise UserInputError(
+                f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)}){bom_hint(columns)}"
+            )
     check_atomic_file(inter_file, separator, needed, encoding)
     check_labels(config, inter_file, columns, needed)
     text_fields = config["item_text_fields"] or []
@@ -108,6 +113,14 @@ def check_dataset_files(config) -> None:
         if field not in columns:
             raise UserInputError(
                 f"{item_file} has no column '{field}' named in item_text_fields (its columns: {', '.join(columns)})"
+                + bom_hint(columns)
             )
     # The item texts are read field by field from the file: a tab or line break inside a value would shift them.
     check_atomic_file(item_file, separator, [config["ITEM_ID_FIELD"], *text_fields], encoding, exact=True)
+
+
+def bom_hint(columns: list[str]) -> str:
+    """Where a file starts with a byte-order mark, its first column's name holds it, invisible in the error."""
+    if columns and columns[0].startswith("\ufeff"):
+        return "; the file starts with a byte-order mark: save it without one, or set --encoding=utf-8-sig"
+    return ""

@@ -255,6 +255,28 @@ def test_an_empty_show_user_is_not_a_full_run(capsys, tiny_llm_overrides):
     assert_one_line_error(code, error, "--show_user needs a user token of the dataset")
 
 
+@pytest.mark.parametrize(
+    ("user", "settings", "fragment"),
+    [
+        ("[PAD]", {}, "user '[PAD]' is not in dataset tiny"),  # RecBole's padding token: a KeyError
+        ("u39", {"max_users": "5"}, "user 'u39' is not in dataset tiny (its --max_users=5 subset)"),
+    ],
+)
+def test_show_user_names_who_is_not_there(capsys, tiny_llm_overrides, user, settings, fragment):
+    overrides = {**tiny_llm_overrides, "summary_mode": "none", **settings}
+    code, error = tiny_run(capsys, overrides, f"--show_user={user}", model="LLMTRSR")
+    assert_one_line_error(code, error, fragment)
+
+
+def test_a_dataset_named_by_a_path_or_with_a_byte_order_mark(capsys, tiny_overrides):
+    code, error = run_cli(capsys, ["--model=SASRec", "--dataset=./tiny", *as_arguments(tiny_overrides)])
+    assert_one_line_error(code, error, "--dataset './tiny' must be a folder's name under data_path, not a path")
+    path = inter_file(tiny_overrides)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    code, error = tiny_run(capsys, tiny_overrides)
+    assert_one_line_error(code, error, "has no column 'user_id'", "starts with a byte-order mark", "utf-8-sig")
+
+
 def test_show_user_of_any_user_the_split_tests(capsys, tiny_llm_overrides):
     from recbole_trsr.cli import main
     from recbole_trsr.subset import ranked_users

@@ -80,8 +80,9 @@ def show_user(config, token: str) -> str:
     config.final_config_dict["summary_users"] = [token]
     config.final_config_dict["eval_users"] = None  # the user asked for, whether or not a run would test them
     dataset = summary_dataset(config)
-    if token not in dataset.field2token_id[dataset.uid_field]:
-        raise UserInputError(f"user '{token}' is not in dataset {config['dataset']}")
+    if token not in dataset.field2token_id[dataset.uid_field] or token == "[PAD]":  # RecBole's padding, id 0
+        subset = f" (its --max_users={config['max_users']} subset)" if config["max_users"] else ""
+        raise UserInputError(f"user '{token}' is not in dataset {config['dataset']}{subset}")
     _, _, test = dataset.build()
     user = dataset.token2id(dataset.uid_field, token)
     rows = (test.inter_feat[dataset.uid_field] == user).nonzero().flatten()
