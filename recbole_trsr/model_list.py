@@ -52,5 +52,7 @@ def model_variant(entry: str) -> tuple[str, dict[str, str]]:
                 f"--model entry '{entry}': {key.strip()} cannot differ between the models of one comparison "
                 f"(they must share users, split and candidates); give --{key.strip()}= for the whole run"
             )
+        if key.strip() in settings:  # as on the command line: which of the two was meant is not for us to guess
+            raise UserInputError(f"--model entry '{entry}' gives {key.strip()} twice")
         settings[key.strip()] = value.strip()
     return match.group(1), settings

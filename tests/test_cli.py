@@ -113,10 +113,14 @@ def test_model_list_with_variants():
     assert model_variant("A[lora_target_modules=[q_proj,v_proj]]") == ("A", {"lora_target_modules": "[q_proj,v_proj]"})
 
 
-@pytest.mark.parametrize("entry", ["LLMTRSR[summary_mode]", "LLMTRSR[=none]", "LLMTRSR[a=1]x"])
+@pytest.mark.parametrize(
+    "entry", ["LLMTRSR[summary_mode]", "LLMTRSR[=none]", "LLMTRSR[a=1]x", "SASRec[n_layers=1;n_layers=2]"]
+)
 def test_malformed_model_variant(capsys, tiny_overrides, entry):
     assert main([f"--model={entry}", "--dataset=tiny", *as_arguments(tiny_overrides)]) == 2
-    assert f"--model entry '{entry}'" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"--model entry '{entry}'" in error
+    assert ("gives n_layers twice" in error) == ("n_layers=2" in entry)  # the second was taken without a word
 
 
 def test_a_key_nothing_reads_is_named_with_the_key_it_likely_meant(capsys, tiny_overrides, tmp_path):
