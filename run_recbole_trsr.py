@@ -5,7 +5,10 @@ python run_recbole_trsr.py --model=SASRec,GRU4Rec --dataset=amazon --data_path=.
 
 import sys
 
-from recbole_trsr.cli import main
-
 if __name__ == "__main__":
+    try:
+        from recbole_trsr.cli import main
+    except KeyboardInterrupt:  # Ctrl-C in the seconds torch and RecBole take to import: nothing has started
+        print("run_recbole_trsr.py: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -94,6 +94,20 @@ def test_exit_status_and_debug_traceback_from_the_script(tmp_path):
     assert "Traceback" in loud.stderr and "UserInputError" in loud.stderr
 
 
+def test_ctrl_c_while_the_libraries_import(tmp_path):
+    """The imports of torch and RecBole take seconds; Ctrl-C there was a bare KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    command = [sys.executable, SCRIPT, "--model=SASRec", "--dataset=ml-100k", f"--checkpoint_dir={tmp_path}"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(1.0)  # past Python's own start, within the imports (or, on a fast machine, the run's start)
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=300)
+    assert process.returncode == 130
+    assert error.strip() == "run_recbole_trsr.py: interrupted", error
+
+
 def test_model_list_with_variants():
     from recbole_trsr.model_list import model_variant, split_model_list
 
