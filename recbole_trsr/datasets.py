@@ -6,15 +6,18 @@ missing column with a KeyError deep in pandas; these checks name the file, the c
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pandas as pd
 
-from recbole_trsr.atomic_files import check_atomic_file, header_fields
+from recbole_trsr.atomic_files import check_atomic_file, decoded_lines, header_fields
 from recbole_trsr.errors import UserInputError
 from recbole_trsr.property_files import known_datasets
 
 HOW_TO_GET_DATA = "see 'Datasets' in the README for how to get the files"
+logger = logging.getLogger(__name__)
+_looked_for_repeats: set[tuple] = set()
 
 
 def atomic_file(config, suffix: str) -> str:
@@ -101,6 +104,7 @@ def check_dataset_files(config) -> None:
                 f"{inter_file} has no column '{column}' (its columns: {', '.join(columns)}){bom_hint(columns)}"
             )
     check_atomic_file(inter_file, separator, needed, encoding)
+    warn_of_repeated_lines(config, inter_file, encoding)
     check_labels(config, inter_file, columns, needed)
     text_fields = config["item_text_fields"] or []
     if not text_fields:
@@ -124,3 +128,22 @@ def bom_hint(columns: list[str]) -> str:
     if columns and columns[0].startswith("\ufeff"):
         return "; the file starts with a byte-order mark: save it without one, or set --encoding=utf-8-sig"
     return ""
+
+
+def warn_of_repeated_lines(config, inter_file: str, encoding: str) -> None:
+    """A line that repeats exactly (the same user, item and time) is kept by RecBole: the test item can then be the
+    last item of its own history, and every model scores well on it. Said once a file version, unless
+    ``rm_dup_inter`` deals with it."""
+    stat = os.stat(inter_file)
+    key = (os.path.abspath(inter_file), stat.st_size, stat.st_mtime_ns)
+    if config["rm_dup_inter"] is not None or key in _looked_for_repeats:
+        return
+    _looked_for_repeats.add(key)
+    lines = [line for line in decoded_lines(inter_file, encoding)[1:] if line.strip()]
+    repeated = len(lines) - len(set(lines))
+    if repeated:
+        logger.warning(
+            f"{inter_file} repeats {repeated} of its {len(lines)} lines exactly (the same user, item and time); "
+            "RecBole keeps them, so a test item can be the last item of its own history: remove them, or set "
+            "--rm_dup_inter=first (which drops every repeated user-item pair, repurchases too)"
+        )

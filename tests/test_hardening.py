@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import shutil
 import threading
@@ -275,6 +276,20 @@ def test_a_dataset_named_by_a_path_or_with_a_byte_order_mark(capsys, tiny_overri
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     code, error = tiny_run(capsys, tiny_overrides)
     assert_one_line_error(code, error, "has no column 'user_id'", "starts with a byte-order mark", "utf-8-sig")
+
+
+def test_lines_repeated_exactly_in_the_interactions_are_named(tiny_overrides, caplog):
+    from recbole_trsr.runner import build_config
+
+    rewrite(inter_file(tiny_overrides), lambda lines: lines + lines[1:4])
+    with caplog.at_level(logging.WARNING):
+        build_config("SASRec", "tiny", overrides=tiny_overrides)
+        build_config("GRU4Rec", "tiny", overrides=tiny_overrides)  # once a file version, not once a model
+    assert caplog.text.count("repeats 3 of its") == 1 and "--rm_dup_inter=first" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_config("SASRec", "tiny", overrides={**tiny_overrides, "rm_dup_inter": "first", "seed": "3"})
+    assert "repeats" not in caplog.text
 
 
 def test_show_user_of_any_user_the_split_tests(capsys, tiny_llm_overrides):
