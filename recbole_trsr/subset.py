@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from recbole_trsr.atomic_files import decoded_lines, read_atomic
+from recbole_trsr.atomic_files import decoded_lines, header_fields, read_atomic
 from recbole_trsr.config import positive_count
 from recbole_trsr.datasets import atomic_file
 from recbole_trsr.whole_files import remove, write_failure
@@ -66,8 +66,8 @@ def apply_user_subset(config) -> None:
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
             write_lines_of(source, staging / f"{dataset}.inter", separator, encoding, user_column, set(keep))
             if item_file.is_file():
-                items = read_atomic(str(item_file), separator, encoding)
-                id_column = next(c for c in items.columns if c.split(":")[0] == config["ITEM_ID_FIELD"])
+                fields = header_fields(str(item_file), separator, encoding)
+                id_column = next(f"{name}:{kind}" for name, kind in fields if name == config["ITEM_ID_FIELD"])
                 write_lines_of(
                     item_file, staging / f"{dataset}.item", separator, encoding, id_column, set(inter[item_column])
                 )
