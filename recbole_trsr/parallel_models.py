@@ -89,7 +89,13 @@ def run_side_by_side_models(entries, run_model, on_runs, debug: bool = False) ->
     errors = run_side_by_side(work, len(groups), lambda index, runs: on_runs(runs), debug=debug)
     if errors:
         failures = "; ".join(
-            f"{', '.join(name for name, _ in groups[index])}: {reason}" for index, reason in sorted(errors.items())
+            named(", ".join(name for name, _ in groups[index]), reason) for index, reason in sorted(errors.items())
         )
         others = " (parallel_models: the other models finished, and their rows were written)"
         raise ModelsFailed(failures + (others if len(errors) < len(groups) else ""))
+
+
+def named(models: str, reason: str) -> str:
+    """The failure of ``models`` as the run's line says it: a reason that names them (a model its settings cannot
+    build) is not prefixed with their names again."""
+    return reason if reason.startswith(models) else f"{models}: {reason}"

@@ -70,7 +70,10 @@ def test_a_model_that_fails_leaves_the_others_to_finish(capsys, tiny_overrides):
     # The dropout probability passes the config checks and fails when GRU4Rec's layers are built, in its process.
     code, error, table = compare(capsys, tiny_overrides, "SASRec,GRU4Rec[dropout_prob=2]", parallel_models="True")
     assert_one_line_error(
-        code, error, "GRU4Rec[dropout_prob=2]: ValueError: dropout probability", "the other models finished"
+        code,
+        error,
+        "error: GRU4Rec[dropout_prob=2] cannot be built from its settings (ValueError: dropout probability",
+        "the other models finished",
     )
     assert pd.read_csv(table)["model"].unique().tolist() == ["SASRec", "RandomRank"]
     # what goes on: the failed model alone, its row added to the others' (it said only that they were written)
