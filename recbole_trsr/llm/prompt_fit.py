@@ -83,15 +83,15 @@ class PromptFitter:
         ``pieces``. The count of lines is guessed from each line's tokens, then checked, one tokenizer call a round
         for all the sections."""
         over = [
-            (p, i, len(sections[i].lines))
+            (p, i)
             for p, sections in enumerate(prompts)
-            for i in range(len(sections))
-            if sections[i].lines and sections[i].budget is not None and len(pieces[p][i]) > sections[i].budget
+            for i, section in enumerate(sections)
+            if section.lines and section.budget is not None and len(pieces[p][i]) > section.budget
         ]
         if not over:
             return
-        self.count_line_tokens([prompts[p][i].lines for p, i, _ in over])
-        tries = [(p, i, self.lines_that_fit(prompts[p][i], len(pieces[p][i]), self.line_counts)) for p, i, _ in over]
+        self.count_line_tokens([prompts[p][i].lines for p, i in over])
+        tries = [(p, i, self.lines_that_fit(prompts[p][i], len(pieces[p][i]), self.line_counts)) for p, i in over]
         while tries:
             texts = [prompts[p][i].render(prompts[p][i].lines[-kept:]) for p, i, kept in tries]
             again = []
