@@ -15,19 +15,28 @@ import argparse
 
 import pandas as pd
 
+from recbole_trsr.comparison import Row, aligned_values
+from recbole_trsr.errors import UserInputError
 from recbole_trsr.statistics import bootstrap_means, percentile_interval, wilcoxon_p
 
 
 def ablation_frame(
     per_user: pd.DataFrame, reference: str, metrics: list[str], rows: list[str] | None, resamples: int, seed: int
 ) -> pd.DataFrame:
-    wide = per_user.pivot(index="user", columns="model", values=metrics)
     models = rows or [model for model in dict.fromkeys(per_user["model"])]
     if reference not in models:
         models = [reference, *models]
+    unknown = [model for model in models if model not in set(per_user["model"])]
+    if unknown:
+        raise SystemExit(f"no rows of {', '.join(unknown)} in the per-user file")
+    # Users in the comparison's order, as its bootstrap draws them; a user missing from one row is refused there.
+    table_rows = [Row(model, False, per_user[per_user["model"] == model].drop(columns="model"), {}) for model in models]
     lines = []
     for metric in metrics:
-        values = wide[metric][models].to_numpy(dtype=float)
+        try:
+            values = aligned_values(table_rows, [metric])
+        except UserInputError as error:
+            raise SystemExit(str(error)) from None
         samples = bootstrap_means(values, resamples, seed)
         low, high = percentile_interval(samples)
         ref = models.index(reference)
@@ -58,7 +67,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=2020)
     args = parser.parse_args()
-    per_user = pd.read_csv(args.users_csv, dtype={"user": str})
+    per_user = pd.read_csv(args.users_csv, dtype={"user": str}, keep_default_na=False)
     frame = ablation_frame(per_user, args.reference, args.metrics, args.rows, args.resamples, args.seed)
     print(frame.to_markdown(index=False))
     print(f"\n{per_user['user'].nunique()} users; reference: {args.reference}")

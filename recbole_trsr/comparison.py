@@ -23,6 +23,7 @@ from recbole_trsr.statistics import bootstrap_means, percentile_interval, wilcox
 from recbole_trsr.whole_files import replaced, writable_folder
 
 MODEL_COLUMN = "model"
+FEW_USERS = 20
 BASELINE_COLUMN = "baseline"
 FACT_COLUMNS = [
     "train_users",
@@ -235,6 +236,11 @@ class Comparison:
             f"resamples of the users). '- {frame['best_baseline'].iloc[0]}': each row minus the best baseline, "
             "paired per user; p: two-sided Wilcoxon signed-rank test on those per-user differences."
         )
+        if len(rows[0].per_user) < FEW_USERS:
+            markdown += (
+                f"\n\nWARNING: {len(rows[0].per_user)} test users are too few for the intervals and p-values to say "
+                "much (a bootstrap over a handful of users gives narrow intervals, and the smallest p is large)."
+            )
         if not same_candidates(rows):
             markdown += "\n\nWARNING: the models were not scored on identical test candidates (see 'candidates')."
         paths = self.paths
@@ -262,7 +268,9 @@ def earlier_rows(csv_path: str) -> list[Row]:
         raise UserInputError(f"--add_to: '{users_path}', the per-user values of '{csv_path}', does not exist")
     not_a_table = f"--add_to: '{csv_path}' is not a comparison table written by run_recbole_trsr.py"
     try:
-        summary, per_user = pd.read_csv(csv_path), pd.read_csv(users_path, dtype={USER_COLUMN: str})
+        # As written: a fingerprint of digits only is not a number, nor a user named NA a missing value.
+        summary = pd.read_csv(csv_path, dtype={"candidates": str})
+        per_user = pd.read_csv(users_path, dtype={USER_COLUMN: str}, keep_default_na=False)
     except ValueError as error:  # pandas' ParserError and EmptyDataError, and undecodable bytes
         raise UserInputError(f"{not_a_table} ({' '.join(str(error).split())})") from None
     missing = {MODEL_COLUMN, BASELINE_COLUMN, "candidates"} - set(summary.columns)

@@ -31,6 +31,7 @@ from recbole_trsr.resumable_trainer import can_resume, checkpoint_owner, resumab
 from recbole_trsr.seeding import seed_everything
 from recbole_trsr.subset import apply_user_subset
 from recbole_trsr.summary.share import processes
+from recbole_trsr.tie_break import ties_broken
 from recbole_trsr.user_budget import check_user_budgets, restrict_evaluation
 from recbole_trsr.whole_files import writable_folder
 
@@ -206,7 +207,7 @@ def run_model(config: TRSRConfig, label: str | None = None) -> ModelRun:
         log = CandidateLog(dataset, sampled=not isinstance(test_data, FullSortEvalDataLoader))
         per_user = PerUserMetrics(dataset)
         started = time.perf_counter()
-        with log.recording(trainer), per_user.recording(trainer):
+        with log.recording(trainer), per_user.recording(trainer), ties_broken(trainer, dataset, config["seed"]):
             test_result = trainer.evaluate(
                 test_data,
                 load_best_model=os.path.exists(trainer.saved_model_file),

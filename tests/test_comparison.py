@@ -286,3 +286,20 @@ def test_a_user_subset_copies_the_lines_of_its_users_and_follows_edits_of_the_it
     assert (
         again != folder and any("renamed" in line for line in items) and not any("de\\luxe" in line for line in items)
     )
+
+
+def test_an_earlier_table_reads_back_its_fingerprint_and_users_as_written(tmp_path):
+    # A fingerprint of digits only came back as a number (and the join was refused), a user 'NA' as NaN.
+    from recbole_trsr.comparison import Comparison, Row, Settings, earlier_rows
+
+    users = ["NA", "null", "u3", "007"]
+    rows = [
+        Row(model, model == "SASRec", pd.DataFrame({"user": users, "ndcg@10": values}), {"candidates": "012345678901"})
+        for model, values in [("SASRec", [1.0, 0.5, 0.0, 0.3]), ("LLMTRSR", [0.5, 0.5, 1.0, 0.0])]
+    ]
+    comparison = Comparison(str(tmp_path / "comparison-tiny-1"))
+    markdown = comparison.write(rows, Settings(seed=0, resamples=100, tested_metrics=["ndcg@10"]), "tiny")
+    assert "WARNING: 4 test users are too few for the intervals and p-values to say much" in markdown
+    read = earlier_rows(comparison.paths["csv"])
+    assert [row.facts["candidates"] for row in read] == ["012345678901", "012345678901"]
+    assert read[1].per_user["user"].tolist() == users
