@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    """With RECBOLE_TRSR_REPORT_AT_ONCE set, the SIGTERM of a time box's ``timeout`` ends the run as Ctrl-C does, so
+    that pytest still writes its --junitxml report of the tests that finished: SIGTERM's default ends it first.
+    Only in the process that reports (under xdist the workers keep SIGTERM, which some tests send themselves)."""
+    if os.environ.get("RECBOLE_TRSR_REPORT_AT_ONCE") and not hasattr(config, "workerinput"):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def pytest_runtest_logreport(report):

@@ -81,6 +81,12 @@ def pad(sequences, pad_id: int, device):
     return tokens, lengths, mask.long()
 
 
+def gather_index(rows: list[int], columns: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a pass's answer states lie, on the device before the pass is queued: indexing its output with host
+    lists copies them after it, and the copy waits for the whole pass before the host can queue more."""
+    return torch.tensor(rows, device=device), torch.tensor(columns, device=device)
+
+
 ONE_PASS_ATTENTION = ("mask", "flex")  # how the one pass attends: see one_pass_answer_states
 
 
@@ -360,7 +366,7 @@ class YesNoScorer:
         return self.shared_prefix_attention and not torch.is_grad_enabled()
 
     def encode_prefixes(self, prefixes: list[list[int]]):
-        """(KV cache, attention mask, lengths) of the prefixes, right-padded to one width.
+        """(KV cache, attention mask, lengths as a host list) of the prefixes, right-padded to one width.
 
         The tokens that open every prefix (the instruction, in LLMTRSR's prompts) run once and their cache is
         shared by the batch, and by later batches (``shared_opening``), as an inference server's prefix cache
@@ -371,7 +377,7 @@ class YesNoScorer:
         common, cache = self.shared_opening(prefixes)
         if cache is not None:
             cache.batch_select_indices(torch.zeros(len(prefixes), dtype=torch.long, device=device))
-        tokens, lengths, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device)
+        tokens, _, own_mask = pad([prefix[common:] for prefix in prefixes], self.pad_id, device)
         mask = torch.cat([own_mask.new_ones(len(prefixes), common), own_mask], dim=1)
         positions = common + torch.arange(tokens.shape[1], device=device).expand_as(tokens)
         if self.lse_attention():  # the opening, then causally the own part: no dense mask
@@ -384,7 +390,9 @@ class YesNoScorer:
                 input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, **{CACHE: cache}
             )
         cache = getattr(output, CACHE)
-        return cache, mask, common + lengths
+        # From the host, not the device's copy: reading that would wait for the prefix pass just queued, before the
+        # suffix pass could be built and queued behind it.
+        return cache, mask, [len(prefix) for prefix in prefixes]
 
     def answer_states(self, prefixes: list[list[int]], suffix_lists) -> torch.Tensor:
         """Final hidden states at the answer position of every suffix, in order: (sum of suffixes, hidden).
@@ -425,6 +433,7 @@ class YesNoScorer:
             mask, attention = segment_block_mask(parts, device), "flex_attention"
         else:
             mask, attention = segment_mask(parts, device)[:, None], backbone.config._attn_implementation
+        answer_at = gather_index([row for row, _ in answers], [column for _, column in answers], device)
         with attention_implementation(backbone.config, attention):
             hidden = backbone(
                 input_ids=torch.tensor(tokens, device=device),
@@ -432,9 +441,9 @@ class YesNoScorer:
                 position_ids=torch.tensor(positions, device=device),
                 use_cache=False,
             ).last_hidden_state
-        return hidden[[row for row, _ in answers], [column for _, column in answers]]
+        return hidden[answer_at]
 
-    def pack(self, rows, prefix_lengths):
+    def pack(self, rows, prefix_lengths: list[int]):
         """Token rows, each a list of (owner, suffix): tokens, positions after the owner's prefix, suffix spans.
 
         Built on the host and moved in one copy each: a copy per suffix cost a GPU a transfer per candidate.
@@ -442,7 +451,7 @@ class YesNoScorer:
         width = max(sum(len(suffix) for _, suffix in row) for row in rows)
         tokens = [[self.pad_id] * width for _ in rows]
         positions = [[0] * width for _ in rows]
-        starts = prefix_lengths.tolist()
+        starts = prefix_lengths
         spans = []  # (row, start, end) of every suffix, in order
         for row, pieces in enumerate(rows):
             start = 0
@@ -465,11 +474,12 @@ class YesNoScorer:
         row = [(user, suffix) for user, suffixes in enumerate(suffix_lists) for suffix in suffixes]
         tokens, positions, spans = self.pack([row], prefix_lengths)
         layout = SuffixLayout.build(cache, prefix_mask, suffix_lists)
+        answer_at = gather_index([row for row, _, _ in spans], [end - 1 for _, _, end in spans], self.device)
         with attention_implementation(backbone.config, SHARED_PREFIX_ATTENTION):
             hidden = backbone(
                 input_ids=tokens, position_ids=positions, use_cache=False, suffix_layout=layout
             ).last_hidden_state
-        return hidden[[row for row, _, _ in spans], [end - 1 for _, _, end in spans]]
+        return hidden[answer_at]
 
     def _suffix_states_masked(self, cache, prefix_mask, prefix_lengths, suffix_lists) -> torch.Tensor:
         """The suffix pass for other models: the model's own attention with a mask that keeps suffixes apart."""
@@ -491,10 +501,11 @@ class YesNoScorer:
             parts[row][start:end] = [part] * (end - start)
         seen_prefix = prefix_mask.bool()[owners][:, None, None, :].expand(-1, 1, width, -1)
         allowed = torch.cat([seen_prefix, segment_mask(parts, device)[:, None]], dim=-1)
+        answer_at = gather_index([row for row, _, _ in spans], [end - 1 for _, _, end in spans], device)
         hidden = backbone(
             input_ids=tokens, attention_mask=allowed, position_ids=positions, **{CACHE: cache}
         ).last_hidden_state
-        return hidden[[row for row, _, _ in spans], [end - 1 for _, _, end in spans]]
+        return hidden[answer_at]
 
     @torch.inference_mode()
     def score_full_prompts(self, prompt_ids: list[list[int]], batch_size: int = 21) -> torch.Tensor:

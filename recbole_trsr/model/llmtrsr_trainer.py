@@ -305,25 +305,28 @@ class LLMTRSRTrainer(Trainer):
     def train_batch(self, parts, step_now: bool, fetch_next, loss_func=None) -> float:
         """Forward and backward of each pass of a batch; the batch's loss. ``fetch_next`` starts building the next
         batch's prompts on the host while the device runs the last backward."""
-        batch_loss, self.running_pass = 0.0, None
+        pass_losses, self.running_pass = [], None
         for index, (part, share, prompts) in enumerate(parts):
             last = index == len(parts) - 1
             self.running_pass = part  # named, and counted for halving, if it runs out of device memory
             with self.gradient_average(now=step_now and last) as touch_all:
                 part = part.to(self.device)
                 loss = self.model.calculate_loss(part, prompts) if loss_func is None else loss_func(part)
-                self._check_nan(loss)
                 if last:
                     fetch_next()
                 self.loss_scaler.scale(loss * share / self.accumulation + touch_all).backward()
-            batch_loss += loss.item() * share
+            pass_losses.append(loss.detach().float() * share)
+        # Read once a batch, after every backward is queued: reading a pass's loss (or checking it for NaN) before
+        # its backward made the host wait for the forward on a GPU. A NaN still stops the run before the step.
+        batch_loss = torch.stack(pass_losses).sum() if pass_losses else torch.zeros(())
+        self._check_nan(batch_loss)
         if not parts:  # this rank has no example in the batch, but the others wait for its part
             fetch_next()
             if step_now:
                 with self.gradient_average(now=True) as touch_all:
                     if torch.is_tensor(touch_all):
                         self.loss_scaler.scale(touch_all).backward()
-        return batch_loss
+        return batch_loss.item()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
