@@ -72,7 +72,7 @@ def main():
     # Each row is printed (and the JSON rewritten) as it is measured: a time-boxed GPU step keeps what it finished.
     print(
         f"{'cache':>7} {'batch':>5} {'prompts':>7} {'tokens':>7} {'seconds':>8} {'first s':>8} {'tokens/s':>9} "
-        f"{'steady':>9} {'speed-up':>8} {'RSS MB':>7}"
+        f"{'steady':>9} {'speed-up':>8} {'RSS MB':>7} {'GPU MB':>7}"
     )
     for batch_size in args.batch_sizes:
         for cache in args.cache:
@@ -106,12 +106,13 @@ def main():
                 "tokens_per_s": tokens / seconds,
                 "steady_tokens_per_s": rest_tokens / (seconds - first_seconds) if rest else tokens / seconds,
                 "peak_rss_mb": memory.rss_mb,
+                "peak_cuda_mb": memory.cuda_mb,  # what summary_batch_size: auto's cap of 1,024 prompts assumes
             }
             row["speedup_over_first_row"] = row["tokens_per_s"] / next(iter(rows.values()))["tokens_per_s"]
             print(
                 f"{cache:>7} {batch_size:>5} {row['prompts']:>7} {row['new_tokens']:>7} {row['seconds']:>8.1f} "
                 f"{first_seconds:>8.1f} {row['tokens_per_s']:>9.1f} {row['steady_tokens_per_s']:>9.1f} "
-                f"{row['speedup_over_first_row']:>7.1f}x {row['peak_rss_mb']:>7.0f}",
+                f"{row['speedup_over_first_row']:>7.1f}x {row['peak_rss_mb']:>7.0f} {row['peak_cuda_mb']:>7.0f}",
                 flush=True,
             )
             if args.output:

@@ -7,6 +7,10 @@
 #   ... && bash benchmarks/gpu_session.sh suite scoring training                  (timeout_s 590)
 # and at once, while the machine is warm (it goes back after ~30 s idle), a fourth:
 #   bash benchmarks/gpu_session.sh generation summaries training-more scoring-more   (timeout_s 300)
+# The device tool caps a call at the session's time left: after the start and a third call of ~520 s (the H100
+# session of 2026-11-27), the fourth has about 150 to 250 s, enough for generation and part of summaries. The
+# steps are in the order of what the issue needs; what the cap cuts is what mattered least. training_profile.py
+# prints its warm-up epoch's rate at once, so a cut training step still leaves a figure.
 # (no step names: all of them, in this order; ddp only if time is left). Everything comes back under $OUT (at most
 # 8 files): session.log (every step's output, in order), the JSON of each benchmark and the suite's JUnit XML. The
 # steps, in the order of what the issues need most:
