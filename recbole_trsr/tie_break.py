@@ -1,11 +1,11 @@
 """Equal scores among a user's candidates, ordered by a seeded hash of user and item instead of by item id.
 
-RecBole ranks with ``torch.topk`` over a row of scores indexed by item id, and among equal scores that keeps the
-lowest ids. Ids follow the order in which items first appear in the .inter file, so popular items tend to have
-low ids, and the test item's id is lower than most of its sampled negatives': on `amazon-scientific` a model that
-gave every candidate the same score got NDCG@10 0.281 where chance is 0.217. Breaking ties by a hash that does not
-depend on the id's size gives a tied model what chance gives it, and every model of a comparison the same order
-for the same tie.
+RecBole ranks with ``torch.topk`` over a row of scores indexed by item id, and among equal scores ``topk`` keeps
+an order that follows the item ids (torch does not specify it). Ids follow the order in which items first appear
+in the .inter file, so popular items tend to have low ids, as the test item tends to: on `amazon-scientific` a
+model that gave every candidate the same score got NDCG@10 0.286 where chance is 0.217. Breaking ties by a hash
+that does not depend on the id's size gives a tied model what chance gives it, and every model of a comparison
+the same order for the same tie.
 """
 
 from __future__ import annotations
@@ -34,33 +34,52 @@ def tie_keys(users: np.ndarray, items: np.ndarray, seed: int) -> np.ndarray:
     return mixed
 
 
-def untied(scores: torch.Tensor, users: torch.Tensor, seed: int) -> torch.Tensor:
-    """``scores`` (one row per user, -inf outside the user's candidates) with equal scores of a row put in the
-    order of their ``tie_keys``: each candidate's place among its row's candidates (0 the lowest), -inf kept.
+def tied_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Which rows hold two equal candidate scores (above -inf), on the scores' device; rows with a NaN are left out,
+    so that the model's fault stays visible in its metrics."""
+    ordered = scores.sort(dim=1).values
+    equal = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] > -torch.inf)
+    return equal.any(dim=1) & ~torch.isnan(scores).any(dim=1)
 
-    The order of unequal scores does not change. A matrix with a NaN is returned as it is, so that the model's
-    fault stays visible in its metrics."""
-    values = scores.detach().cpu()
-    if values.dim() != 2 or torch.isnan(values).any():
-        return scores
-    if len(users) != values.shape[0]:
-        raise RuntimeError(f"{values.shape[0]} score rows for {len(users)} users: a user's rows were split")
-    rows, items = (index.numpy() for index in torch.nonzero(values > -torch.inf, as_tuple=True))
-    keys = tie_keys(users.cpu().numpy()[rows], items, seed)
-    order = np.lexsort((keys, values[rows, items].numpy(), rows))  # by row, then score, then key
+
+def places(scores: torch.Tensor, users: np.ndarray, seed: int) -> torch.Tensor:
+    """Each candidate's place among its row's candidates (0 the lowest), equal scores in the order of their
+    ``tie_keys``; -inf outside the candidates. On the host, float32."""
+    rows, items = (index.numpy() for index in torch.nonzero(scores > -torch.inf, as_tuple=True))
+    order = np.lexsort((tie_keys(users[rows], items, seed), scores[rows, items].numpy(), rows))
     sorted_rows = rows[order]
-    places = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
-    ranked = torch.full(values.shape, -torch.inf, dtype=torch.float32)
-    ranked[sorted_rows, items[order]] = torch.from_numpy(places.astype(np.float32))
-    return ranked.to(scores.device)
+    place = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+    ranked = torch.full(scores.shape, -torch.inf, dtype=torch.float32)
+    ranked[sorted_rows, items[order]] = torch.from_numpy(place.astype(np.float32))
+    return ranked
+
+
+def untied(scores: torch.Tensor, users: torch.Tensor, seed: int) -> torch.Tensor:
+    """``scores`` (one row per user, -inf outside the user's candidates) with the equal scores of a row put in the
+    order of their ``tie_keys``. The order of unequal scores does not change. Only the rows with a tie are
+    rewritten (as places), on the host; a matrix without one comes back as it is, at the cost of one sort."""
+    if scores.dim() != 2:
+        return scores  # a value metric's scores, one per interaction: nothing is ranked
+    if len(users) != scores.shape[0]:
+        raise RuntimeError(f"{scores.shape[0]} score rows for {len(users)} users: a user's rows were split")
+    fixed = tied_rows(scores.detach())
+    if not fixed.any():
+        return scores
+    tied = scores.detach()[fixed].cpu()
+    # Places up to 2**24 are exact in float32; half precision would make ties of them, and float32 would round
+    # the float64 scores of the other rows.
+    result = scores.detach().to(torch.float64 if scores.dtype == torch.float64 else torch.float32, copy=True)
+    tied = tied.float() if tied.dtype in (torch.float16, torch.bfloat16) else tied  # exact; numpy has no bfloat16
+    result[fixed] = places(tied, users.cpu().numpy()[fixed.cpu().numpy()], seed).to(result)
+    return result
 
 
 def tied_positives(scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> int:
-    """How many positives share their score with another candidate of their row."""
+    """How many candidate positives share their score with another candidate of their row."""
     if scores.dim() != 2 or not len(positive_u):
         return 0
     own = scores[positive_u, positive_i].unsqueeze(1)
-    return int(((scores[positive_u] == own).sum(dim=1) > 1).sum())
+    return int((((scores[positive_u] == own).sum(dim=1) > 1) & (own[:, 0] > -torch.inf)).sum())
 
 
 @contextlib.contextmanager

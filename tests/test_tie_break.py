@@ -14,13 +14,24 @@ from tests.conftest import SHARED_DATA
 
 def test_unequal_scores_keep_their_order_and_non_candidates_stay_out():
     generator = torch.Generator().manual_seed(0)
-    scores = torch.rand(6, 50, generator=generator)
+    scores = torch.rand(6, 50, generator=generator, dtype=torch.float64).round(decimals=1)  # many ties
     scores[scores < 0.5] = -torch.inf
+    scores[5] = torch.linspace(0, 1, 50, dtype=torch.float64) * 1e-9  # no tie, and apart by less than float32's step
     ranked = untied(scores, torch.arange(6), seed=2020)
     assert torch.equal(torch.isinf(ranked), torch.isinf(scores))
     for row, ranked_row in zip(scores, ranked, strict=True):
         candidates = torch.isfinite(row)
-        assert torch.equal(torch.argsort(row[candidates]), torch.argsort(ranked_row[candidates]))
+        lower = row[candidates][:, None] < row[candidates][None, :]
+        assert torch.equal(lower, lower & (ranked_row[candidates][:, None] < ranked_row[candidates][None, :]))
+        assert len(torch.unique(ranked_row[candidates])) == int(candidates.sum())  # no tie left
+    assert torch.equal(ranked[5], scores[5])  # a row without a tie keeps its scores
+
+
+def test_a_row_with_nan_reaches_the_metrics_as_it_is():
+    scores = torch.tensor([[0.1, float("nan"), 0.1], [0.2, 0.2, 0.3]])
+    ranked = untied(scores, torch.arange(2), seed=0)
+    assert ranked[0][1].isnan() and ranked[0][0] == ranked[0][2]  # untouched, its tie too
+    assert ranked[1][0] != ranked[1][1] and ranked[1][2] > ranked[1][0]  # the other row's tie is broken
 
 
 def test_tied_candidates_are_not_ranked_by_item_id():
@@ -32,11 +43,6 @@ def test_tied_candidates_are_not_ranked_by_item_id():
     assert share_first.max() < 0.08  # each item about 1 in 20, where RecBole's topk puts item 0 first for all
     assert torch.equal(first, untied(scores, torch.arange(users), seed=2020).argmax(dim=1))  # repeats by seed
     assert not torch.equal(first, untied(scores, torch.arange(users), seed=7).argmax(dim=1))
-
-
-def test_a_matrix_with_nan_reaches_the_metrics_as_it_is():
-    scores = torch.tensor([[0.1, float("nan"), 0.3]])
-    assert untied(scores, torch.arange(1), seed=0) is scores
 
 
 @pytest.mark.integration

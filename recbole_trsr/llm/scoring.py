@@ -84,7 +84,7 @@ def pad(sequences, pad_id: int, device):
 def gather_index(rows: list[int], columns: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a pass's answer states lie, on the device before the pass is queued: indexing its output with host
     lists copies them after it, and the copy waits for the whole pass before the host can queue more."""
-    return torch.tensor(rows, device=device), torch.tensor(columns, device=device)
+    return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(columns, dtype=torch.long, device=device)
 
 
 ONE_PASS_ATTENTION = ("mask", "flex")  # how the one pass attends: see one_pass_answer_states

@@ -15,6 +15,7 @@ from recbole.utils import InputType
 from recbole_trsr.candidate_counts import CandidateCounts
 from recbole_trsr.config import NOT_NEGATIVE, check_number_keys
 from recbole_trsr.model.random_rank import UntrainedTrainer
+from recbole_trsr.tie_break import tie_keys
 
 
 def sequential_training_parts(dataset, uid_field: str, item_seq_field: str, item_seq_len_field: str, iid_field: str):
@@ -66,7 +67,7 @@ class CountRank(SequentialRecommender):
         recent = history[-self.recent_k :] if self.recent_k else history[:0]
         together = self.counts.together(user, recent, items)
         popularity = self.counts.popularity(user, items)
-        tie_break = (items.astype(np.uint64) * np.uint64(2654435761) + np.uint64(user * 40503 + self.seed)) % 2**32
+        tie_break = tie_keys(np.full(len(items), user), items, self.seed)
         ranks = np.empty(len(items), dtype=np.float32)
         ranks[np.lexsort((tie_break, popularity, together))] = np.arange(len(items), dtype=np.float32)
         return ranks

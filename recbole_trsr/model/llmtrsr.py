@@ -202,9 +202,9 @@ class LLMTRSR(SequentialRecommender):
         self.loss_scope = chosen(config, "loss_scope")
         spec = LLMSpec.from_config(config)
         if config["finetune"] == "full" and spec.dtype == "auto" and spec.resolved_device().type == "cuda":
-            # Every weight takes the optimizer's steps in its own dtype, with no float32 copy: bfloat16's 8 bits round
-            # away a step below 1/256 of the weight (most steps at the paper's lr 1e-4), and float16 cannot train
-            # under the loss scaler. 135M weights and Adam's state in float32 take about 2 GB.
+            # Every weight takes the optimizer's steps in its own dtype, with no float32 copy: bfloat16's 8 bits
+            # round away a step below about 1/512 to 1/256 of the weight (most steps at the paper's lr 1e-4), and
+            # float16 cannot train under the loss scaler. 135M weights and Adam's state in float32 take about 2 GB.
             spec = dataclasses.replace(spec, dtype="float32")
         loaded = getattr(dataset, "loaded_llm", None)
         # The summarizer's model, when it is the same one: its summaries are done, so LoRA may wrap it now.
