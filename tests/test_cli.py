@@ -96,14 +96,21 @@ def test_exit_status_and_debug_traceback_from_the_script(tmp_path):
 
 def test_ctrl_c_while_the_libraries_import(tmp_path):
     """The imports of torch and RecBole take seconds; Ctrl-C there was a bare KeyboardInterrupt traceback."""
-    import functools
     import signal
     import time
 
-    command = [sys.executable, SCRIPT, "--model=SASRec", "--dataset=ml-100k", f"--checkpoint_dir={tmp_path}"]
-    # a shell's background job (nohup ... &) starts with SIGINT ignored, which its children inherit
-    restore_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=restore_sigint)
+    # A shell's background job (nohup ... &) starts with SIGINT ignored, which its children inherit, and Python then
+    # keeps it ignored: the child takes Ctrl-C's handler back as a shell's foreground command has it, before it runs
+    # the script. Not with preexec_fn, which runs Python between fork and exec and, with this process's threads
+    # (torch's, once an earlier test ran a model), now and then aborted the child (exit -6).
+    takes_ctrl_c = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    arguments = [SCRIPT, "--model=SASRec", "--dataset=ml-100k", f"--checkpoint_dir={tmp_path}"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", takes_ctrl_c, *arguments], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     time.sleep(1.0)  # past Python's own start, within the imports (or, on a fast machine, the run's start)
     process.send_signal(signal.SIGINT)
     _, error = process.communicate(timeout=300)
